@@ -1,0 +1,80 @@
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <variant>
+
+#include "cachecore/pyc/header.hpp"
+#include "cachecore/python/compiler_pool.hpp"
+#include "cachecore/python/interpreter.hpp"
+#include "cachecore/source_memo.hpp"
+#include "cachecore/store/store.hpp"
+
+namespace cachecore {
+
+// Everything needed to serve one .pyc.
+struct Pyc {
+    std::string bytes;       // header + marshalled code: the complete file
+    SourceStamp stamp;       // the source version the header and body describe
+    hash::ContentHash content;
+    bool compiled = false;   // compiled by this call (else: served from the store)
+};
+
+enum class PycErrorKind {
+    NoInterpreter, // unknown cache tag / interpreter unavailable
+    NotFound,      // the source is missing or not a regular file
+    Io,            // the source could not be read (err_no says why)
+    Compile,       // the source does not compile (compile says how) or crashes the compiler
+    Unavailable,   // transient: worker timed out or could not start; do not remember
+};
+
+struct PycError {
+    PycErrorKind kind = PycErrorKind::Io;
+    int err_no = 0;
+    std::string message; // one line, names the file
+    store::CompileErrorInfo compile;
+};
+
+using PycResult = std::variant<Pyc, PycError>;
+
+struct BytecodeCacheOptions {
+    python::PoolOptions pool;
+    bool prefetch = true; // compile sibling modules ahead on idle workers (Background priority)
+};
+
+// The one entry point used by the filesystem and the CLI: (source, interpreter, optimize level,
+// header mode) -> the exact .pyc bytes. Compiles at most once per distinct source content.
+class BytecodeCache {
+public:
+    BytecodeCache(store::Store& store, BytecodeCacheOptions options);
+    ~BytecodeCache();
+
+    // `dirfd`/`name`: the source, opened O_RDONLY|O_NONBLOCK (never hangs on a FIFO, follows a
+    // symlink like CPython). `st`: a fresh stat of it, if the caller has one (saves a syscall);
+    // `co_filename`: the path CPython will see (it fixes co_filename on load anyway).
+    PycResult get_pyc(int dirfd, const std::string& name, const struct stat* st,
+                      const python::Interpreter& interpreter, int optimize, pyc::PycMode mode,
+                      const std::string& co_filename);
+
+    // Ensures the store holds an entry (used by `warm`); never builds a header.
+    enum class WarmOutcome { AlreadyStored, Compiled, CompileError, Failed };
+    WarmOutcome warm(int dirfd, const std::string& name, const python::Interpreter& interpreter,
+                     int optimize, PycError* error = nullptr);
+
+    // Counters since start (or since the last take), per cache tag; also persisted to the store.
+    std::map<std::string, store::Counters> counters() const;
+    python::CompilerPool& pool_for(const python::Interpreter& interpreter);
+    store::Store& store() { return m_store; }
+
+private:
+    struct Impl;
+    store::Store& m_store;
+    std::unique_ptr<Impl> m_impl;
+};
+
+} // namespace cachecore

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cachecore/pyc/magic.hpp"
+
+namespace cachecore::python {
+
+// A CPython installation, as it describes itself (never guessed from its file name).
+struct Interpreter {
+    std::string path; // absolute path of the binary as given/found (not resolved)
+    std::string version; // "3.12.1"
+    int major = 0;
+    int minor = 0;
+    int micro = 0;
+    std::string cache_tag; // sys.implementation.cache_tag, e.g. "cpython-312"
+    pyc::Magic magic{};    // importlib.util.MAGIC_NUMBER
+
+    bool supports_hash_pycs() const { return major == 3 && minor >= 7; }
+};
+
+// Runs `path -I -S -c ...` once and caches the answer keyed by (realpath, mtime) for the life of
+// the process. Returns nullopt (and sets *error) for non-CPython, Python < 3.6, or a failure.
+std::optional<Interpreter> probe(const std::string& path, std::string* error = nullptr);
+
+struct DiscoveryOptions {
+    std::vector<std::string> explicit_paths; // searched first, errors reported
+    bool search_default_locations = true;    // PATH, /usr/bin, /usr/local/bin, pyenv versions
+    std::string path_env;    // PATH to search; empty = getenv("PATH")
+    std::string pyenv_root;  // empty = $PYENV_ROOT, else ~/.pyenv
+};
+
+struct DiscoveryResult {
+    std::vector<Interpreter> interpreters; // explicit ones first, then by discovery order
+    std::vector<std::string> errors;       // "PATH: why" for explicit paths that failed
+};
+
+// Deduplicates by resolved binary; keeps every distinct (cache_tag, magic) build, first one wins
+// for a given cache_tag when two builds share it.
+DiscoveryResult discover(const DiscoveryOptions& options);
+
+} // namespace cachecore::python
