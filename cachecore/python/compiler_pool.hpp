@@ -1,15 +1,16 @@
 #pragma once
 
-#include <sys/types.h>
+#include "cachecore/hash/content_hash.hpp"
+#include "cachecore/python/interpreter.hpp"
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <sys/types.h>
 #include <vector>
-
-#include "cachecore/hash/content_hash.hpp"
-#include "cachecore/python/interpreter.hpp"
 
 namespace cachecore::python {
 
@@ -40,6 +41,17 @@ enum class Priority { Foreground, Background };
 struct PoolOptions {
     unsigned workers = 0; // 0 = one per core
     std::chrono::milliseconds timeout{30000};
+    std::size_t background_queue_limit = 4096; // compile_async jobs waiting at most
+};
+
+struct PoolStats {
+    std::uint64_t compiles = 0;      // jobs run on a worker (a joined request is not one)
+    std::uint64_t joined = 0;        // requests that waited on an identical compile in flight
+    std::uint64_t retries = 0;       // requests re-sent after their worker died
+    std::uint64_t crashed = 0;       // results with Status::Crashed
+    std::uint64_t timed_out = 0;     // results with Status::TimedOut
+    std::uint64_t worker_starts = 0; // workers spawned successfully
+    double last_startup_seconds = 0; // spawn to driver greeting, most recent worker
 };
 
 // Persistent compile workers for one interpreter, started on first need. Thread-safe.
@@ -60,7 +72,8 @@ public:
                        std::function<void(const CompileResult&)> done);
 
     const Interpreter& interpreter() const;
-    std::vector<pid_t> worker_pids() const; // for tests and diagnostics
+    std::vector<pid_t> worker_pids() const; // live, started workers; for tests and diagnostics
+    PoolStats stats() const;
 
 private:
     struct Impl;

@@ -1,16 +1,16 @@
 #pragma once
 
+#include "cachecore/pyc/magic.hpp"
+
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "cachecore/pyc/magic.hpp"
 
 namespace cachecore::python {
 
 // A CPython installation, as it describes itself (never guessed from its file name).
 struct Interpreter {
-    std::string path; // absolute path of the binary as given/found (not resolved)
+    std::string path;    // absolute path of the binary as given/found (not resolved)
     std::string version; // "3.12.1"
     int major = 0;
     int minor = 0;
@@ -28,8 +28,8 @@ std::optional<Interpreter> probe(const std::string& path, std::string* error = n
 struct DiscoveryOptions {
     std::vector<std::string> explicit_paths; // searched first, errors reported
     bool search_default_locations = true;    // PATH, /usr/bin, /usr/local/bin, pyenv versions
-    std::string path_env;    // PATH to search; empty = getenv("PATH")
-    std::string pyenv_root;  // empty = $PYENV_ROOT, else ~/.pyenv
+    std::string path_env;                    // PATH to search; empty = getenv("PATH")
+    std::string pyenv_root;                  // empty = $PYENV_ROOT, else ~/.pyenv
 };
 
 struct DiscoveryResult {
@@ -37,8 +37,13 @@ struct DiscoveryResult {
     std::vector<std::string> errors;       // "PATH: why" for explicit paths that failed
 };
 
-// Deduplicates by resolved binary; keeps every distinct (cache_tag, magic) build, first one wins
-// for a given cache_tag when two builds share it.
+// Deduplicates by resolved binary (a wrapper such as a pyenv shim counts as the binary it runs
+// and is replaced by it); keeps every distinct build, including two that share a cache_tag with
+// the same or a different magic. When two builds share a cache_tag, the first one wins for a
+// mount (find_by_cache_tag).
 DiscoveryResult discover(const DiscoveryOptions& options);
+
+// The first interpreter with this cache_tag, or nullptr.
+const Interpreter* find_by_cache_tag(const DiscoveryResult& found, const std::string& cache_tag);
 
 } // namespace cachecore::python

@@ -1,0 +1,325 @@
+#include "cachecore/python/compiler_pool.hpp"
+
+#include "cachecore/python/frame_protocol.hpp"
+#include "cachecore/python/worker.hpp"
+#include "cachecore/util/log.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <signal.h>
+#include <thread>
+#include <unordered_map>
+
+// Threading model: one long-lived pool thread per worker slot owns that slot's subprocess and is
+// the only thread that spawns, talks to or reaps it. Workers must be spawned from threads that
+// live as long as the pool, because PR_SET_PDEATHSIG fires when the spawning *thread* exits
+// (a FUSE thread that comes and goes would take the workers with it).
+//
+// SIGPIPE: nothing process-wide is changed. Writes to a worker block SIGPIPE in the writing
+// thread and consume a pending one after EPIPE (child_process.cpp write_all).
+//
+// Pids: a worker's pid is published in m_pids only while its process is unreaped, and is
+// unpublished under the mutex before the owning thread reaps it, so kill() from another thread
+// (the destructor, tests) can never hit a recycled pid.
+namespace cachecore::python {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr auto k_startup_timeout = std::chrono::seconds(10);
+constexpr int k_max_deaths = 2; // a source that kills this many workers is Crashed
+constexpr int k_max_start_failures = 2;
+
+struct FlightKey {
+    hash::ContentHash key;
+    int optimize;
+    bool operator==(const FlightKey&) const = default;
+};
+
+struct FlightKeyHasher {
+    std::size_t operator()(const FlightKey& k) const noexcept {
+        return hash::ContentHashHasher{}(k.key) * 3 + std::size_t(k.optimize);
+    }
+};
+
+CompileResult failure(CompileResult::Status status, std::string type, std::string message) {
+    CompileResult r;
+    r.status = status;
+    r.error_type = std::move(type);
+    r.error_message = std::move(message);
+    return r;
+}
+
+} // namespace
+
+struct Job {
+    FlightKey flight;
+    std::string frame; // the encoded request
+    bool background = false;
+    bool running = false;
+    bool done = false;
+    CompileResult result;
+    std::vector<std::function<void(const CompileResult&)>> callbacks;
+};
+
+struct CompilerPool::Impl {
+    Interpreter interpreter;
+    PoolOptions options;
+    unsigned slots = 1;
+
+    mutable std::mutex mutex;
+    std::condition_variable work_cv;
+    std::condition_variable done_cv;
+    std::deque<std::shared_ptr<Job>> foreground;
+    std::deque<std::shared_ptr<Job>> background;
+    std::unordered_map<FlightKey, std::shared_ptr<Job>, FlightKeyHasher> in_flight;
+    std::vector<pid_t> pids; // per slot, 0 = none
+    std::vector<std::thread> threads;
+    bool stopping = false;
+    PoolStats stats;
+
+    void start_threads_locked() {
+        if (!threads.empty()) return;
+        pids.assign(slots, 0);
+        for (unsigned i = 0; i < slots; ++i) threads.emplace_back([this, i] { slot_main(i); });
+    }
+
+    std::shared_ptr<Job> make_job(const hash::ContentHash& key, const CompileRequest& request) {
+        auto job = std::make_shared<Job>();
+        job->flight = FlightKey{key, std::clamp(request.optimize, 0, 2)};
+        job->frame = frame::encode_request(job->flight.optimize, request.filename, request.source);
+        return job;
+    }
+
+    void publish(unsigned slot, pid_t pid) {
+        std::lock_guard lock(mutex);
+        pids[slot] = pid;
+    }
+
+    // Unpublishes, then destroys (kills and reaps) the worker.
+    void retire(unsigned slot, std::unique_ptr<Worker>& worker) {
+        publish(slot, 0);
+        worker.reset();
+    }
+
+    CompileResult run(Job& job, unsigned slot, std::unique_ptr<Worker>& worker) {
+        int deaths = 0;
+        int start_failures = 0;
+        std::string start_error;
+        for (;;) {
+            {
+                std::lock_guard lock(mutex);
+                if (stopping) {
+                    return failure(CompileResult::Status::Failed, "",
+                                   "the compiler pool is shutting down");
+                }
+            }
+            // A worker that died while idle is replaced without blaming this source.
+            if (worker && worker->has_exited()) retire(slot, worker);
+            if (!worker) {
+                worker = Worker::start(interpreter.path, k_startup_timeout, &start_error);
+                if (!worker) {
+                    LOG_WARN("compiler pool: " + start_error);
+                    if (++start_failures >= k_max_start_failures) {
+                        return failure(CompileResult::Status::Failed, "", start_error);
+                    }
+                    continue;
+                }
+                std::lock_guard lock(mutex);
+                pids[slot] = worker->pid();
+                ++stats.worker_starts;
+                stats.last_startup_seconds = worker->startup_seconds();
+                continue; // re-checks `stopping` now that the destructor can see this pid
+            }
+            frame::Reply reply;
+            auto outcome = worker->exchange(job.frame, reply, Clock::now() + options.timeout);
+            if (outcome == Worker::Outcome::Ok) {
+                CompileResult r;
+                if (reply.kind == frame::ReplyKind::Code) {
+                    r.status = CompileResult::Status::Ok;
+                    r.code = std::move(reply.code);
+                } else {
+                    r.status = CompileResult::Status::CompileError;
+                    r.error_type = std::move(reply.error_type);
+                    r.error_message = std::move(reply.error_message);
+                    r.error_line = reply.error_line;
+                }
+                return r;
+            }
+            retire(slot, worker);
+            if (outcome == Worker::Outcome::TimedOut) {
+                std::lock_guard lock(mutex);
+                ++stats.timed_out;
+                return failure(CompileResult::Status::TimedOut, "TimedOut",
+                               "compile took longer than " +
+                                   std::to_string(options.timeout.count()) + " ms");
+            }
+            if (++deaths >= k_max_deaths) {
+                std::lock_guard lock(mutex);
+                ++stats.crashed;
+                return failure(CompileResult::Status::Crashed, "Crashed",
+                               "the source killed " + std::to_string(deaths) +
+                                   " compile workers of " + interpreter.path);
+            }
+            std::lock_guard lock(mutex);
+            ++stats.retries;
+        }
+    }
+
+    void finish(const std::shared_ptr<Job>& job, CompileResult result) {
+        std::vector<std::function<void(const CompileResult&)>> callbacks;
+        {
+            std::lock_guard lock(mutex);
+            job->result = std::move(result);
+            job->done = true;
+            auto it = in_flight.find(job->flight);
+            if (it != in_flight.end() && it->second == job) in_flight.erase(it);
+            callbacks.swap(job->callbacks);
+        }
+        done_cv.notify_all();
+        for (auto& cb : callbacks) {
+            try {
+                cb(job->result);
+            } catch (const std::exception& e) {
+                LOG_ERROR(std::string("compiler pool: a completion callback threw: ") + e.what());
+            }
+        }
+    }
+
+    void slot_main(unsigned slot) {
+        std::unique_ptr<Worker> worker;
+        for (;;) {
+            std::shared_ptr<Job> job;
+            {
+                std::unique_lock lock(mutex);
+                work_cv.wait(
+                    lock, [&] { return stopping || !foreground.empty() || !background.empty(); });
+                if (stopping) break;
+                // Background work only runs when no foreground job waits.
+                auto& queue = !foreground.empty() ? foreground : background;
+                job = std::move(queue.front());
+                queue.pop_front();
+                job->running = true;
+                ++stats.compiles;
+            }
+            auto begin = Clock::now();
+            CompileResult result = run(*job, slot, worker);
+            result.seconds = std::chrono::duration<double>(Clock::now() - begin).count();
+            finish(job, std::move(result));
+        }
+        retire(slot, worker);
+    }
+};
+
+CompilerPool::CompilerPool(Interpreter interpreter, PoolOptions options)
+    : m_impl(std::make_unique<Impl>()) {
+    m_impl->interpreter = std::move(interpreter);
+    m_impl->options = options;
+    m_impl->slots =
+        options.workers ? options.workers : std::max(1U, std::thread::hardware_concurrency());
+}
+
+CompilerPool::~CompilerPool() {
+    std::deque<std::shared_ptr<Job>> abandoned;
+    {
+        std::lock_guard lock(m_impl->mutex);
+        m_impl->stopping = true;
+        // Interrupts compiles in flight; their threads see EOF, then `stopping`.
+        for (pid_t pid : m_impl->pids) {
+            if (pid > 0) ::kill(pid, SIGKILL);
+        }
+        abandoned.swap(m_impl->foreground);
+        for (auto& j : m_impl->background) abandoned.push_back(std::move(j));
+        m_impl->background.clear();
+    }
+    m_impl->work_cv.notify_all();
+    for (auto& t : m_impl->threads) t.join();
+    for (auto& job : abandoned) {
+        m_impl->finish(
+            job, failure(CompileResult::Status::Failed, "", "the compiler pool is shutting down"));
+    }
+}
+
+CompileResult CompilerPool::compile(const hash::ContentHash& key, const CompileRequest& request,
+                                    Priority priority) {
+    auto fresh = m_impl->make_job(key, request); // encoded outside the lock
+    auto& impl = *m_impl;
+    std::unique_lock lock(impl.mutex);
+    if (impl.stopping) {
+        return failure(CompileResult::Status::Failed, "", "the compiler pool is shutting down");
+    }
+    impl.start_threads_locked();
+    std::shared_ptr<Job> job;
+    auto it = impl.in_flight.find(fresh->flight);
+    if (it != impl.in_flight.end()) {
+        // Single flight: the code is the same for every requester of this (content, level); its
+        // co_filename is the first requester's, which importlib rewrites on load anyway.
+        job = it->second;
+        ++impl.stats.joined;
+        if (priority == Priority::Foreground && job->background && !job->running) {
+            auto pos = std::find(impl.background.begin(), impl.background.end(), job);
+            if (pos != impl.background.end()) {
+                impl.background.erase(pos);
+                job->background = false;
+                impl.foreground.push_back(job);
+            }
+        }
+    } else {
+        job = std::move(fresh);
+        job->background = priority == Priority::Background;
+        impl.in_flight.emplace(job->flight, job);
+        (job->background ? impl.background : impl.foreground).push_back(job);
+        impl.work_cv.notify_one();
+    }
+    impl.done_cv.wait(lock, [&] { return job->done; });
+    return job->result;
+}
+
+bool CompilerPool::compile_async(const hash::ContentHash& key, CompileRequest request,
+                                 std::function<void(const CompileResult&)> done) {
+    auto& impl = *m_impl;
+    FlightKey flight{key, std::clamp(request.optimize, 0, 2)};
+    {
+        std::lock_guard lock(impl.mutex);
+        if (impl.stopping || impl.in_flight.count(flight) ||
+            impl.background.size() >= impl.options.background_queue_limit) {
+            return false;
+        }
+    }
+    auto job = impl.make_job(key, request);
+    std::lock_guard lock(impl.mutex);
+    // Re-checked: the lock was dropped while encoding.
+    if (impl.stopping || impl.in_flight.count(flight) ||
+        impl.background.size() >= impl.options.background_queue_limit) {
+        return false;
+    }
+    impl.start_threads_locked();
+    job->background = true;
+    if (done) job->callbacks.push_back(std::move(done));
+    impl.in_flight.emplace(flight, job);
+    impl.background.push_back(job);
+    impl.work_cv.notify_one();
+    return true;
+}
+
+const Interpreter& CompilerPool::interpreter() const {
+    return m_impl->interpreter;
+}
+
+std::vector<pid_t> CompilerPool::worker_pids() const {
+    std::lock_guard lock(m_impl->mutex);
+    std::vector<pid_t> out;
+    for (pid_t pid : m_impl->pids) {
+        if (pid > 0) out.push_back(pid);
+    }
+    return out;
+}
+
+PoolStats CompilerPool::stats() const {
+    std::lock_guard lock(m_impl->mutex);
+    return m_impl->stats;
+}
+
+} // namespace cachecore::python
