@@ -1,28 +1,27 @@
 #pragma once
 
-#include <sys/stat.h>
-
-#include <cstdint>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <variant>
-
 #include "cachecore/pyc/header.hpp"
 #include "cachecore/python/compiler_pool.hpp"
 #include "cachecore/python/interpreter.hpp"
 #include "cachecore/source_memo.hpp"
 #include "cachecore/store/store.hpp"
 
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <sys/stat.h>
+#include <variant>
+
 namespace cachecore {
 
 // Everything needed to serve one .pyc.
 struct Pyc {
-    std::string bytes;       // header + marshalled code: the complete file
-    SourceStamp stamp;       // the source version the header and body describe
+    std::string bytes; // header + marshalled code: the complete file
+    SourceStamp stamp; // the source version the header and body describe
     hash::ContentHash content;
-    bool compiled = false;   // compiled by this call (else: served from the store)
+    bool compiled = false; // compiled by this call (else: served from the store)
 };
 
 enum class PycErrorKind {
@@ -66,8 +65,16 @@ public:
     WarmOutcome warm(int dirfd, const std::string& name, const python::Interpreter& interpreter,
                      int optimize, PycError* error = nullptr);
 
-    // Counters since start (or since the last take), per cache tag; also persisted to the store.
+    // If the source's entry is not stored yet, reads the source now and queues a Background
+    // compile whose result is stored. Bounded: dropped when the pool's background queue is full
+    // (or when options.prefetch is off). Never reports errors.
+    void prefetch(int dirfd, const std::string& name, const python::Interpreter& interpreter,
+                  int optimize);
+
+    // Counters since start, per cache tag. Deltas are pushed to store.add_counters about once a
+    // second, on push_counters() and on destruction.
     std::map<std::string, store::Counters> counters() const;
+    void push_counters();
     python::CompilerPool& pool_for(const python::Interpreter& interpreter);
     store::Store& store() { return m_store; }
 

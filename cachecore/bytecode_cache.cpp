@@ -1,0 +1,343 @@
+#include "cachecore/bytecode_cache.hpp"
+
+#include "cachecore/pyc/siphash.hpp"
+#include "cachecore/source_reader.hpp"
+#include "cachecore/util/log.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <utility>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace cachecore {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto k_counter_push_interval = std::chrono::seconds(1);
+
+// Levels above 2 compile exactly like 2 (and `-OOO` names opt-3), so they share entries.
+std::uint8_t store_optimize(int optimize) {
+    return std::uint8_t(optimize < 0 ? 0 : optimize > 2 ? 2 : optimize);
+}
+
+bool usable(const python::Interpreter& interpreter) {
+    return !interpreter.path.empty() && interpreter.major == 3 && interpreter.minor >= 6 &&
+           !interpreter.cache_tag.empty();
+}
+
+PycError from_failure(const SourceFailure& f, const std::string& file) {
+    PycError e;
+    e.kind = f.not_found ? PycErrorKind::NotFound : PycErrorKind::Io;
+    e.err_no = f.err_no;
+    e.message = file + ": " + f.what + ": " + std::strerror(f.err_no);
+    return e;
+}
+
+PycError compile_error(const store::CompileErrorInfo& info, const std::string& file) {
+    PycError e;
+    e.kind = PycErrorKind::Compile;
+    e.compile = info;
+    e.message = file + ":" + std::to_string(info.line) + ": " + info.type + ": " + info.message;
+    return e;
+}
+
+// The path CPython would report, for co_filename and messages when the caller has none.
+std::string describe_source(int dirfd, const std::string& name) {
+    if (!name.empty() && name.front() == '/') return name;
+    char buf[4096];
+    const std::string link = "/proc/self/fd/" + std::to_string(dirfd);
+    ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
+    if (dirfd == AT_FDCWD || n <= 0 || std::size_t(n) >= sizeof buf) return name;
+    std::string dir(buf, std::size_t(n));
+    return dir == "/" ? "/" + name : dir + "/" + name;
+}
+
+store::Entry entry_from(const python::CompileResult& result, const python::Interpreter& interpreter,
+                        std::string_view source) {
+    store::Entry entry;
+    entry.created = std::int64_t(std::time(nullptr));
+    if (result.status == python::CompileResult::Status::Ok) {
+        entry.kind = store::EntryKind::Code;
+        entry.code = result.code;
+        if (interpreter.supports_hash_pycs())
+            entry.source_hash = pyc::source_hash(interpreter.magic, interpreter.minor, source);
+    } else {
+        entry.kind = store::EntryKind::CompileError;
+        entry.error.type = result.error_type.empty() ? "CompileError" : result.error_type;
+        entry.error.message = result.error_message;
+        if (result.status == python::CompileResult::Status::Crashed && entry.error.message.empty())
+            entry.error.message = "the compiler crashed on this source";
+        entry.error.line = result.error_line;
+    }
+    return entry;
+}
+
+bool storable(python::CompileResult::Status s) {
+    using S = python::CompileResult::Status;
+    return s == S::Ok || s == S::CompileError || s == S::Crashed;
+}
+
+} // namespace
+
+struct BytecodeCache::Impl {
+    explicit Impl(BytecodeCacheOptions o) : options(std::move(o)) {}
+
+    BytecodeCacheOptions options;
+    SourceMemo memo;
+
+    mutable std::mutex counters_mutex;
+    std::map<std::string, store::Counters> totals;
+    std::map<std::string, store::Counters> pending;
+    Clock::time_point last_push = Clock::now();
+
+    std::atomic<bool> closing{false};
+
+    // Declared last so pools (and their callback threads) go before everything they touch.
+    std::mutex pools_mutex;
+    std::map<std::string, std::unique_ptr<python::CompilerPool>> pools;
+
+    template <class F> void count(const std::string& tag, F&& change) {
+        std::lock_guard lock(counters_mutex);
+        change(totals[tag]);
+        change(pending[tag]);
+    }
+
+    std::map<std::string, store::Counters> take_pending(bool force) {
+        std::lock_guard lock(counters_mutex);
+        const auto now = Clock::now();
+        if (!force && now - last_push < k_counter_push_interval) return {};
+        last_push = now;
+        return std::exchange(pending, {});
+    }
+};
+
+BytecodeCache::BytecodeCache(store::Store& store, BytecodeCacheOptions options)
+    : m_store(store), m_impl(std::make_unique<Impl>(std::move(options))) {}
+
+BytecodeCache::~BytecodeCache() {
+    m_impl->closing = true;
+    {
+        // Pool destructors reap workers; after this no prefetch callback can run.
+        std::map<std::string, std::unique_ptr<python::CompilerPool>> pools;
+        {
+            std::lock_guard lock(m_impl->pools_mutex);
+            pools.swap(m_impl->pools);
+        }
+    }
+    try {
+        push_counters();
+    } catch (const std::exception& e) {
+        LOG_WARN(std::string("bytecode cache: could not save counters: ") + e.what());
+    }
+}
+
+python::CompilerPool& BytecodeCache::pool_for(const python::Interpreter& interpreter) {
+    std::lock_guard lock(m_impl->pools_mutex);
+    auto& slot = m_impl->pools[interpreter.path];
+    if (!slot) slot = std::make_unique<python::CompilerPool>(interpreter, m_impl->options.pool);
+    return *slot;
+}
+
+std::map<std::string, store::Counters> BytecodeCache::counters() const {
+    std::lock_guard lock(m_impl->counters_mutex);
+    return m_impl->totals;
+}
+
+void BytecodeCache::push_counters() {
+    for (const auto& [tag, delta] : m_impl->take_pending(true)) m_store.add_counters(tag, delta);
+}
+
+namespace {
+
+// The common front half of get_pyc/warm/prefetch: stat, memo, store lookup, else a fresh read.
+struct Lookup {
+    SourceStamp stamp;
+    hash::ContentHash content;
+    store::StoreKey key;
+    std::optional<store::Entry> entry;
+    std::optional<SourceBytes> source; // set when the source was read
+};
+
+} // namespace
+
+static std::variant<Lookup, PycError> look_up(store::Store& st, SourceMemo& memo, int dirfd,
+                                              const std::string& name, const struct stat* given,
+                                              const python::Interpreter& interpreter, int optimize,
+                                              const std::string& file) {
+    struct stat fresh {};
+    if (!given) {
+        auto s = stat_source(dirfd, name);
+        if (auto* f = std::get_if<SourceFailure>(&s)) return from_failure(*f, file);
+        fresh = std::get<struct stat>(s);
+        given = &fresh;
+    } else if (!S_ISREG(given->st_mode)) {
+        return from_failure(SourceFailure{true, ENOENT, "not a regular file"}, file);
+    }
+
+    Lookup l;
+    l.stamp = SourceStamp::of(*given);
+    l.key.magic = interpreter.magic;
+    l.key.optimize = store_optimize(optimize);
+    if (auto known = memo.find(l.stamp)) {
+        l.content = *known;
+        l.key.content = l.content;
+        l.entry = st.get(l.key);
+        if (l.entry) return l;
+    }
+    auto r = read_source(dirfd, name, &l.stamp);
+    if (auto* f = std::get_if<SourceFailure>(&r)) return from_failure(*f, file);
+    l.source = std::move(std::get<SourceBytes>(r));
+    l.stamp = l.source->stamp;
+    l.content = hash::ContentHash::of(l.source->bytes);
+    memo.remember(l.stamp, l.content);
+    l.key.content = l.content;
+    // Another path with the same bytes (or another process) may have stored it meanwhile.
+    l.entry = st.get(l.key);
+    return l;
+}
+
+PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struct stat* st,
+                                 const python::Interpreter& interpreter, int optimize,
+                                 pyc::PycMode mode, const std::string& co_filename) {
+    const std::string file = co_filename.empty() ? describe_source(dirfd, name) : co_filename;
+    if (!usable(interpreter)) {
+        PycError e;
+        e.kind = PycErrorKind::NoInterpreter;
+        e.message = file + ": no usable interpreter for '" + interpreter.cache_tag + "'";
+        return e;
+    }
+    const std::string& tag = interpreter.cache_tag;
+    auto looked = look_up(m_store, m_impl->memo, dirfd, name, st, interpreter, optimize, file);
+    if (auto* e = std::get_if<PycError>(&looked)) return std::move(*e);
+    Lookup& l = std::get<Lookup>(looked);
+
+    Pyc pyc;
+    pyc.stamp = l.stamp;
+    pyc.content = l.content;
+    store::Entry entry;
+    if (l.entry) {
+        m_impl->count(tag, [](store::Counters& c) { ++c.hits; });
+        entry = std::move(*l.entry);
+    } else {
+        m_impl->count(tag, [](store::Counters& c) { ++c.misses; });
+        python::CompileRequest request{l.source->bytes, file, int(store_optimize(optimize))};
+        auto result = pool_for(interpreter).compile(l.content, request);
+        if (!storable(result.status)) {
+            PycError e;
+            e.kind = PycErrorKind::Unavailable;
+            e.message =
+                file + ": compiler unavailable: " +
+                (result.error_message.empty() ? std::string("timed out") : result.error_message);
+            return e;
+        }
+        entry = entry_from(result, interpreter, l.source->bytes);
+        const bool ok = entry.kind == store::EntryKind::Code;
+        m_impl->count(tag, [&](store::Counters& c) {
+            ++(ok ? c.compiles : c.compile_errors);
+            c.compile_seconds += result.seconds;
+        });
+        m_store.put(l.key, entry);
+        pyc.compiled = true;
+    }
+
+    PycResult out;
+    if (entry.kind != store::EntryKind::Code) {
+        out = compile_error(entry.error, file);
+    } else {
+        pyc::SourceFacts facts;
+        facts.mtime_sec = l.stamp.mtime_sec();
+        facts.size = std::uint64_t(l.stamp.size);
+        facts.source_hash = entry.source_hash;
+        pyc.bytes = pyc::build_header(interpreter.magic, interpreter.minor, mode, facts);
+        pyc.bytes += entry.code;
+        const auto served = pyc.bytes.size();
+        m_impl->count(tag, [&](store::Counters& c) {
+            ++c.pycs_served;
+            c.bytes_served += served;
+        });
+        out = std::move(pyc);
+    }
+    for (const auto& [t, delta] : m_impl->take_pending(false)) m_store.add_counters(t, delta);
+    return out;
+}
+
+BytecodeCache::WarmOutcome BytecodeCache::warm(int dirfd, const std::string& name,
+                                               const python::Interpreter& interpreter, int optimize,
+                                               PycError* error) {
+    const std::string file = describe_source(dirfd, name);
+    auto fail = [&](PycError e, WarmOutcome outcome) {
+        if (error) *error = std::move(e);
+        return outcome;
+    };
+    if (!usable(interpreter)) {
+        PycError e;
+        e.kind = PycErrorKind::NoInterpreter;
+        e.message = file + ": no usable interpreter";
+        return fail(std::move(e), WarmOutcome::Failed);
+    }
+    const std::string& tag = interpreter.cache_tag;
+    auto looked = look_up(m_store, m_impl->memo, dirfd, name, nullptr, interpreter, optimize, file);
+    if (auto* e = std::get_if<PycError>(&looked)) return fail(std::move(*e), WarmOutcome::Failed);
+    Lookup& l = std::get<Lookup>(looked);
+    if (l.entry) {
+        m_impl->count(tag, [](store::Counters& c) { ++c.hits; });
+        // A stored negative entry is reported (the source still does not compile).
+        if (l.entry->kind != store::EntryKind::Code)
+            return fail(compile_error(l.entry->error, file), WarmOutcome::CompileError);
+        return WarmOutcome::AlreadyStored;
+    }
+    m_impl->count(tag, [](store::Counters& c) { ++c.misses; });
+    python::CompileRequest request{l.source->bytes, file, int(store_optimize(optimize))};
+    auto result = pool_for(interpreter).compile(l.content, request, python::Priority::Background);
+    if (!storable(result.status)) {
+        PycError e;
+        e.kind = PycErrorKind::Unavailable;
+        e.message = file + ": compiler unavailable: " + result.error_message;
+        return fail(std::move(e), WarmOutcome::Failed);
+    }
+    auto entry = entry_from(result, interpreter, l.source->bytes);
+    const bool ok = entry.kind == store::EntryKind::Code;
+    m_impl->count(tag, [&](store::Counters& c) {
+        ++(ok ? c.compiles : c.compile_errors);
+        c.compile_seconds += result.seconds;
+    });
+    m_store.put(l.key, entry);
+    for (const auto& [t, delta] : m_impl->take_pending(false)) m_store.add_counters(t, delta);
+    if (!ok) return fail(compile_error(entry.error, file), WarmOutcome::CompileError);
+    return WarmOutcome::Compiled;
+}
+
+void BytecodeCache::prefetch(int dirfd, const std::string& name,
+                             const python::Interpreter& interpreter, int optimize) {
+    if (!m_impl->options.prefetch || m_impl->closing || !usable(interpreter)) return;
+    const std::string file = describe_source(dirfd, name);
+    auto looked = look_up(m_store, m_impl->memo, dirfd, name, nullptr, interpreter, optimize, file);
+    auto* l = std::get_if<Lookup>(&looked);
+    if (!l || l->entry) return;
+    python::CompileRequest request{l->source->bytes, file, int(store_optimize(optimize))};
+    Impl* impl = m_impl.get();
+    store::Store* st = &m_store;
+    auto key = l->key;
+    auto source = std::make_shared<std::string>(std::move(l->source->bytes));
+    const python::Interpreter interp = interpreter;
+    // Runs on a pool thread; the pools are destroyed before `impl`, so `impl` outlives it.
+    pool_for(interpreter)
+        .compile_async(l->content, std::move(request),
+                       [impl, st, key, source, interp](const python::CompileResult& result) {
+                           if (!storable(result.status)) return;
+                           auto entry = entry_from(result, interp, *source);
+                           const bool ok = entry.kind == store::EntryKind::Code;
+                           impl->count(interp.cache_tag, [&](store::Counters& c) {
+                               ++(ok ? c.compiles : c.compile_errors);
+                               c.compile_seconds += result.seconds;
+                           });
+                           st->put(key, std::move(entry));
+                       });
+}
+
+} // namespace cachecore
