@@ -30,4 +30,10 @@ std::string encode_entry(const Entry& entry);
 // nullopt when the bytes are not a well-formed entry of this version or the checksum fails.
 std::optional<Entry> decode_entry(std::string_view value);
 
+inline constexpr std::size_t k_entry_header_size = 36;
+// Why `value` is not a well-formed entry (e.g. "checksum mismatch"); nullopt when it is fine.
+std::optional<std::string> entry_problem(std::string_view value);
+// The kind byte alone, unchecked (for cheap listings); nullopt when the header is not there.
+std::optional<EntryKind> peek_entry_kind(std::string_view value);
+
 } // namespace cachecore::store
