@@ -162,8 +162,9 @@ def python_for_other_users():
     return _other_user_python[0]
 
 
-def run_python(py, code, *, sys_path=(), args=(), cwd="/", env=None, user=None, timeout=120):
-    """Runs `py [args] -c code` in a clean environment and returns the CompletedProcess (text).
+def run_python(py, code, *, sys_path=(), args=(), argv=(), cwd="/", env=None, user=None,
+               timeout=120):
+    """Runs `py [args] -c code [argv]` in a clean environment; returns the CompletedProcess (text).
 
     sys_path entries go first on sys.path (via PYTHONPATH, which is then the only Python variable
     set); env adds variables; user (a TempUser or (uid, gid)) runs it through setpriv."""
@@ -171,7 +172,7 @@ def run_python(py, code, *, sys_path=(), args=(), cwd="/", env=None, user=None, 
     extra = dict(env or {})
     if sys_path:
         extra["PYTHONPATH"] = os.pathsep.join(sys_path)
-    cmd = [path] + list(args) + ["-c", code]
+    cmd = [path] + list(args) + ["-c", code] + list(argv)
     if user is not None:
         uid, gid = (user.uid, user.gid) if isinstance(user, TempUser) else user
         cmd = ["setpriv", "--reuid", str(uid), "--regid", str(gid), "--clear-groups", "--"] + cmd
@@ -669,10 +670,13 @@ class MountTestCase(unittest.TestCase):
         if not cls.pythons:
             raise AssertionError("no CPython >= 3.6 found")
 
-    def mount(self, tree=None, **kw):
-        """Starts a Mount that is torn down even if the test fails (addCleanup)."""
-        m = Mount(tree, **kw)
+    def mount(self, tree=None, prepare=None, mount_class=None, **kw):
+        """Starts a Mount that is torn down even if the test fails (addCleanup); prepare(m)
+        runs after the tree is written and before the daemon starts."""
+        m = (mount_class or Mount)(tree, **kw)
         self.addCleanup(m.close)
+        if prepare:
+            prepare(m)
         m.start()
         return m
 

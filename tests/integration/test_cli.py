@@ -1,0 +1,275 @@
+"""The command line: mount errors, the mount.fuse3-style -o form, unmount, SIGTERM, stats,
+--real-pycache, listing without compiling, EROFS, and refused pyc writes on --rw mounts.
+
+Run by CTest, or by hand: python3 -I -B tests/integration/test_cli.py -v
+"""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+PKG_TREE = {
+    "pkg": {"__init__.py": "", "a.py": "A = 1\n", "b.py": "B = 2\n", "notes.txt": "text\n"},
+    "data": {"x.txt": "no python here\n"},
+}
+
+
+class BareFormMount(harness.Mount):
+    """`pycachefs SOURCE MOUNTPOINT -o allow_other,store=...,python=...` (mount.fuse3 style)."""
+
+    def command(self):
+        opts = ["allow_other", "store=" + self.store] + ["python=" + p.path for p in self.pythons]
+        return [self.binary, self.source, self.mountpoint, "-o", ",".join(opts)]
+
+
+class CliTest(harness.MountTestCase):
+
+    def one_line_error(self, proc, mentions):
+        self.assertNotEqual(proc.returncode, 0, "expected failure, stdout=%r" % proc.stdout)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        self.assertEqual(len(lines), 1, "want a one-line message, got %r" % proc.stderr)
+        self.assertIn(mentions, lines[0])
+
+    # ---------------------------------------------------------------------------------------
+    def test_mount_errors(self):
+        py = self.pythons[-1]
+        m = harness.Mount({"m.py": "M = 1\n"})
+        self.addCleanup(m.close)
+        base = [m.binary, "mount"]
+        common = ["--store", m.store, "--log-file", m.log_file]
+        missing = os.path.join(m.base, "no-such-source")
+        not_dir = os.path.join(m.base, "a-file")
+        with open(not_dir, "w"):
+            pass
+        full = os.path.join(m.base, "full")
+        os.mkdir(full)
+        with open(os.path.join(full, "occupied"), "w"):
+            pass
+        cases = [
+            ("missing source", [missing, m.mountpoint, "--python", py.path], missing),
+            ("non-empty mount point", [m.source, full, "--python", py.path], full),
+            ("mount point is a file", [m.source, not_dir, "--python", py.path], not_dir),
+            ("no interpreter", [m.source, m.mountpoint, "--python", "/nonexistent"],
+             "/nonexistent"),
+        ]
+        for what, args, mentions in cases:
+            with self.subTest(case=what):
+                started = time.monotonic()
+                proc = harness.run_tool(base + args + common, timeout=60)
+                self.one_line_error(proc, mentions)
+                self.assertLess(time.monotonic() - started, 30)
+                self.assertFalse(harness.is_mounted(m.mountpoint))
+                self.assertFalse(harness.is_mounted(full))
+        self.assertEqual(os.listdir(full), ["occupied"])
+        with self.subTest(case="unmount of something not mounted"):
+            self.one_line_error(harness.run_tool([m.binary, "unmount", m.mountpoint]),
+                                m.mountpoint)
+
+    def test_bare_o_form(self):
+        py = self.pythons[-1]
+        m = self.mount(PKG_TREE, pythons=[py], mount_class=BareFormMount, use_pid_file=False)
+        self.assertTrue(harness.is_mounted(m.mountpoint))
+        st = m.stats()
+        self.assertEqual(os.path.realpath(st["store"]), os.path.realpath(m.store))
+        self.assertEqual(list(st["interpreters"]), [py.tag])
+        self.assertEqual(st["pid"], m.pid)
+        proc = harness.run_python(py, "import pkg.a; print(pkg.a.A)", args=["-v"],
+                                  sys_path=[m.mountpoint])
+        self.assertPythonOk(proc)
+        self.assertEqual(proc.stdout.strip(), "1")
+        pycs, _ = harness.code_object_sources(proc.stderr)
+        self.assertIn(m.mnt("pkg", "__pycache__", py.pyc_name("a")), pycs)
+        self.assertEqual(m.unmount().returncode, 0)
+        self.assertNoMountLeft(m)
+
+    def test_unmount_and_lazy_unmount(self):
+        py = self.pythons[-1]
+        m = self.mount(PKG_TREE, pythons=[py])
+        self.assertIsNotNone(m.pid)
+        family = [m.pid] + harness.descendants(m.pid)
+        proc = m.unmount()
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertNoMountLeft(m)
+        self.assertTrue(harness.wait_until(
+            lambda: not any(harness.pid_alive(p) for p in family), 15))
+
+        m2 = self.mount(PKG_TREE, pythons=[py])
+        busy = open(m2.mnt("pkg", "a.py"))  # keeps the mount busy
+        try:
+            proc = m2.unmount(lazy=True)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertFalse(harness.is_mounted(m2.mountpoint), "lazy unmount must detach now")
+            self.assertEqual(busy.read(), "A = 1\n", "open files keep working after detach")
+        finally:
+            busy.close()
+        self.assertTrue(m2.wait_daemon_exit(15), "daemon must exit once the last file closed")
+
+    def test_sigterm_unmounts(self):
+        py = self.pythons[-1]
+        with self.subTest(mode="daemonized"):
+            m = self.mount(PKG_TREE, pythons=[py])
+            family = [m.pid] + harness.descendants(m.pid)
+            os.kill(m.pid, signal.SIGTERM)
+            self.assertNoMountLeft(m)
+            self.assertTrue(harness.wait_until(
+                lambda: not any(harness.pid_alive(p) for p in family), 15))
+        with self.subTest(mode="foreground -f"):
+            m = self.mount(PKG_TREE, pythons=[py], foreground=True)
+            self.assertTrue(harness.is_mounted(m.mountpoint))
+            self.assertIsNone(m.process.poll(), "-f must stay in the foreground")
+            m.process.send_signal(signal.SIGTERM)
+            self.assertTrue(m.wait_daemon_exit(15))
+            self.assertEqual(m.process.returncode, 0, m.output_tail())
+            self.assertNoMountLeft(m)
+
+    def test_stats_json(self):
+        m = self.mount(PKG_TREE)
+        st = m.stats()
+        with open(m.pid_file) as f:
+            self.assertEqual(st["pid"], int(f.read().strip()))
+        self.assertEqual(os.path.realpath(st["source"]), os.path.realpath(m.source))
+        self.assertEqual(os.path.realpath(st["mountpoint"]), os.path.realpath(m.mountpoint))
+        self.assertEqual(os.path.realpath(st["store"]), os.path.realpath(m.store))
+        self.assertEqual(set(st["totals"]), set(harness.STAT_KEYS) | set(st["totals"]))
+        for key in harness.STAT_KEYS:
+            self.assertIn(key, st["totals"])
+            self.assertEqual(st["totals"][key], 0, "fresh mount: %s" % key)
+        self.assertEqual(sorted(st["interpreters"]), sorted(p.tag for p in self.pythons))
+        for py in self.pythons:
+            entry = st["interpreters"][py.tag]
+            self.assertEqual(os.path.realpath(entry["path"]), os.path.realpath(py.path))
+            for key in harness.STAT_KEYS:
+                self.assertIn(key, entry)
+        py = self.pythons[-1]
+        self.assertPythonOk(harness.run_python(py, "import pkg.a", sys_path=[m.mountpoint]))
+        st = m.stats()
+        mine = st["interpreters"][py.tag]
+        self.assertEqual(mine["compiles"], 2)  # pkg/__init__ and pkg/a
+        self.assertGreater(mine["bytes_served"], 0)
+        self.assertGreater(mine["compile_seconds"], 0)
+        for key in ("compiles", "pycs_served", "bytes_served", "compile_errors"):
+            self.assertEqual(st["totals"][key],
+                             sum(e[key] for e in st["interpreters"].values()), key)
+        proc = harness.run_tool([m.binary, "stats", m.mountpoint])  # human form works too
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertTrue(proc.stdout.strip())
+
+    def test_real_pycache_hidden_by_default_shown_on_request(self):
+        py = self.pythons[-1]
+        tree = {"pkg": {"__init__.py": "", "mod.py": "VALUE = 'ok!'\n",
+                        "__pycache__": {"marker.txt": "real pycache\n"}}}
+
+        def plant_lying_pyc(m):
+            # A pyc whose header matches mod.py's mtime and size, but whose body says 'bad':
+            # CPython would accept it, so serving it would be visible.
+            code = ("import importlib._bootstrap_external as be, marshal, os, sys\n"
+                    "src = sys.argv[1]; st = os.stat(src)\n"
+                    "code = compile(\"VALUE = 'bad'\\n\", src, 'exec')\n"
+                    "data = bytearray(be.MAGIC_NUMBER) + bytes(4) if sys.version_info >= (3, 7)"
+                    " else bytearray(be.MAGIC_NUMBER)\n"
+                    "data += (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, 'little')\n"
+                    "data += (st.st_size & 0xFFFFFFFF).to_bytes(4, 'little')\n"
+                    "data += marshal.dumps(code)\n"
+                    "open(sys.argv[2], 'wb').write(data)\n")
+            proc = harness.run_python(py, code, argv=[m.src("pkg", "mod.py"),
+                                                      m.src("pkg", "__pycache__",
+                                                            py.pyc_name("mod"))])
+            self.assertPythonOk(proc, "planting a pyc")
+
+        m = self.mount(tree, pythons=[py], prepare=plant_lying_pyc)
+        listing = os.listdir(m.mnt("pkg", "__pycache__"))
+        self.assertNotIn("marker.txt", listing)
+        self.assertFalse(os.path.exists(m.mnt("pkg", "__pycache__", "marker.txt")))
+        self.assertIn(py.pyc_name("mod"), listing)
+        proc = harness.run_python(py, "import pkg.mod; print(pkg.mod.VALUE)",
+                                  sys_path=[m.mountpoint])
+        self.assertPythonOk(proc)
+        self.assertEqual(proc.stdout.strip(), "ok!", "the real (stale) pyc leaked through")
+        m.assert_source_unchanged(self)
+
+        shown = self.mount(tree, pythons=[py], args=["--real-pycache", "show"])
+        with open(shown.mnt("pkg", "__pycache__", "marker.txt")) as f:
+            self.assertEqual(f.read(), "real pycache\n")
+        self.assertIn("marker.txt", os.listdir(shown.mnt("pkg", "__pycache__")))
+        shown.assert_source_unchanged(self)
+
+    def test_listing_virtual_pycache_does_not_compile(self):
+        m = self.mount(PKG_TREE)
+        self.assertIn("__pycache__", os.listdir(m.mnt("pkg")))
+        self.assertNotIn("__pycache__", os.listdir(m.mnt("data")))
+        self.assertNotIn("__pycache__", os.listdir(m.mountpoint), "root has no *.py")
+        listing = set(os.listdir(m.mnt("pkg", "__pycache__")))
+        proc = subprocess.run(["ls", "-1", m.mnt("pkg", "__pycache__")], stdout=subprocess.PIPE,
+                              env=harness.clean_env(), universal_newlines=True, timeout=30)
+        self.assertEqual(proc.returncode, 0)
+        self.assertEqual(set(proc.stdout.split()), listing)
+        for py in self.pythons:
+            for base in ("__init__", "a", "b"):
+                self.assertIn(py.pyc_name(base), listing)
+        self.assertFalse([n for n in listing if n.startswith("notes.")], listing)
+        self.assertTrue(all(n.endswith(".pyc") for n in listing), listing)
+        self.assertEqual(m.stats()["totals"]["compiles"], 0, "listing must not compile")
+
+    def test_read_only_mount_gives_erofs(self):
+        m = self.mount(PKG_TREE, pythons=self.pythons[-1:])
+        pyc = m.mnt("pkg", "__pycache__", self.pythons[-1].pyc_name("a"))
+        attempts = {
+            "create": lambda: open(m.mnt("pkg", "new.py"), "x").close(),
+            "append": lambda: open(m.mnt("pkg", "a.py"), "a").close(),
+            "truncate": lambda: os.truncate(m.mnt("pkg", "a.py"), 0),
+            "mkdir": lambda: os.mkdir(m.mnt("newdir")),
+            "unlink": lambda: os.unlink(m.mnt("pkg", "b.py")),
+            "rename": lambda: os.rename(m.mnt("pkg", "b.py"), m.mnt("pkg", "c.py")),
+            "chmod": lambda: os.chmod(m.mnt("pkg", "a.py"), 0o600),
+            "utime": lambda: os.utime(m.mnt("pkg", "a.py"), (1, 1)),
+            "create in __pycache__": lambda: open(pyc + ".1234", "xb").close(),
+            "write a pyc": lambda: open(pyc, "wb").close(),
+        }
+        for what, attempt in attempts.items():
+            with self.subTest(op=what):
+                with self.assertRaises(OSError) as ctx:
+                    attempt()
+                self.assertEqual(ctx.exception.errno, errno.EROFS,
+                                 "%s: %s" % (what, ctx.exception))
+        m.assert_source_unchanged(self)
+
+    def test_rw_mount_refuses_cpython_pyc_writes_silently(self):
+        if len(self.pythons) < 2:
+            self.skipTest("needs two interpreters with different cache tags")
+        served, other = self.pythons[-1], self.pythons[0]
+        m = self.mount(PKG_TREE, pythons=[served], rw=True)
+        # `other` is not served: it finds no pyc, compiles itself and tries to write one.
+        proc = harness.run_python(other, "import pkg.a; print(pkg.a.A)", args=["-v"],
+                                  sys_path=[m.mountpoint])
+        self.assertPythonOk(proc, "import with an unserved interpreter")
+        self.assertEqual(proc.stdout.strip(), "1")
+        _, sources = harness.code_object_sources(proc.stderr)
+        self.assertIn(m.mnt("pkg", "a.py"), sources, "expected CPython to compile itself")
+        self.assertFalse(os.path.exists(m.mnt("pkg", "__pycache__", other.pyc_name("a"))))
+        with self.assertRaises(OSError, msg="pyc temp file created in the virtual __pycache__"):
+            with open(m.mnt("pkg", "__pycache__", served.pyc_name("a") + ".4242"), "xb") as f:
+                f.write(b"junk")
+        # The served interpreter still gets its pyc, and ordinary writes do reach the source.
+        proc = harness.run_python(served, "import pkg.a; print(pkg.a.A)", args=["-v"],
+                                  sys_path=[m.mountpoint])
+        self.assertPythonOk(proc)
+        pycs, _ = harness.code_object_sources(proc.stderr)
+        self.assertIn(m.mnt("pkg", "__pycache__", served.pyc_name("a")), pycs)
+        with open(m.mnt("pkg", "written.txt"), "w") as f:
+            f.write("through the mount\n")
+        with open(m.src("pkg", "written.txt")) as f:
+            self.assertEqual(f.read(), "through the mount\n")
+        pycache = [d for d, _, _ in os.walk(m.source) if os.path.basename(d) == "__pycache__"]
+        self.assertEqual(pycache, [], "nothing may appear in the source's __pycache__")
+
+
+if __name__ == "__main__":
+    harness.main()
