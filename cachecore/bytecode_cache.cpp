@@ -1,6 +1,7 @@
 #include "cachecore/bytecode_cache.hpp"
 
 #include "cachecore/pyc/siphash.hpp"
+#include "cachecore/recent_entries.hpp"
 #include "cachecore/source_reader.hpp"
 #include "cachecore/util/log.hpp"
 
@@ -9,9 +10,9 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
-#include <utility>
 #include <fcntl.h>
 #include <unistd.h>
+#include <utility>
 
 namespace cachecore {
 
@@ -84,11 +85,25 @@ bool storable(python::CompileResult::Status s) {
 
 } // namespace
 
+namespace {
+
+// The common front half of get_pyc/warm/prefetch: stat, memo, store lookup, else a fresh read.
+struct Lookup {
+    SourceStamp stamp;
+    hash::ContentHash content;
+    store::StoreKey key;
+    std::optional<store::Entry> entry;
+    std::optional<SourceBytes> source; // set when the source was read
+};
+
+} // namespace
+
 struct BytecodeCache::Impl {
     explicit Impl(BytecodeCacheOptions o) : options(std::move(o)) {}
 
     BytecodeCacheOptions options;
     SourceMemo memo;
+    RecentEntries recent;
 
     mutable std::mutex counters_mutex;
     std::map<std::string, store::Counters> totals;
@@ -100,6 +115,51 @@ struct BytecodeCache::Impl {
     // Declared last so pools (and their callback threads) go before everything they touch.
     std::mutex pools_mutex;
     std::map<std::string, std::unique_ptr<python::CompilerPool>> pools;
+
+    std::optional<store::Entry> get_entry(store::Store& st, const store::StoreKey& key) {
+        if (auto e = recent.get(key)) return e;
+        return st.get(key);
+    }
+    void put_entry(store::Store& st, const store::StoreKey& key, const store::Entry& entry) {
+        recent.put(key, entry);
+        st.put(key, entry);
+    }
+
+    std::variant<Lookup, PycError> look_up(store::Store& st, int dirfd, const std::string& name,
+                                           const struct stat* given,
+                                           const python::Interpreter& interpreter, int optimize,
+                                           const std::string& file) {
+        struct stat fresh {};
+        if (!given) {
+            auto s = stat_source(dirfd, name);
+            if (auto* f = std::get_if<SourceFailure>(&s)) return from_failure(*f, file);
+            fresh = std::get<struct stat>(s);
+            given = &fresh;
+        } else if (!S_ISREG(given->st_mode)) {
+            return from_failure(SourceFailure{true, ENOENT, "not a regular file"}, file);
+        }
+
+        Lookup l;
+        l.stamp = SourceStamp::of(*given);
+        l.key.magic = interpreter.magic;
+        l.key.optimize = store_optimize(optimize);
+        if (auto known = memo.find(l.stamp)) {
+            l.content = *known;
+            l.key.content = l.content;
+            l.entry = get_entry(st, l.key);
+            if (l.entry) return l;
+        }
+        auto r = read_source(dirfd, name, &l.stamp);
+        if (auto* f = std::get_if<SourceFailure>(&r)) return from_failure(*f, file);
+        l.source = std::move(std::get<SourceBytes>(r));
+        l.stamp = l.source->stamp;
+        l.content = hash::ContentHash::of(l.source->bytes);
+        memo.remember(l.stamp, l.content);
+        l.key.content = l.content;
+        // Another path with the same bytes (or another process) may have stored it meanwhile.
+        l.entry = get_entry(st, l.key);
+        return l;
+    }
 
     template <class F> void count(const std::string& tag, F&& change) {
         std::lock_guard lock(counters_mutex);
@@ -152,55 +212,6 @@ void BytecodeCache::push_counters() {
     for (const auto& [tag, delta] : m_impl->take_pending(true)) m_store.add_counters(tag, delta);
 }
 
-namespace {
-
-// The common front half of get_pyc/warm/prefetch: stat, memo, store lookup, else a fresh read.
-struct Lookup {
-    SourceStamp stamp;
-    hash::ContentHash content;
-    store::StoreKey key;
-    std::optional<store::Entry> entry;
-    std::optional<SourceBytes> source; // set when the source was read
-};
-
-} // namespace
-
-static std::variant<Lookup, PycError> look_up(store::Store& st, SourceMemo& memo, int dirfd,
-                                              const std::string& name, const struct stat* given,
-                                              const python::Interpreter& interpreter, int optimize,
-                                              const std::string& file) {
-    struct stat fresh {};
-    if (!given) {
-        auto s = stat_source(dirfd, name);
-        if (auto* f = std::get_if<SourceFailure>(&s)) return from_failure(*f, file);
-        fresh = std::get<struct stat>(s);
-        given = &fresh;
-    } else if (!S_ISREG(given->st_mode)) {
-        return from_failure(SourceFailure{true, ENOENT, "not a regular file"}, file);
-    }
-
-    Lookup l;
-    l.stamp = SourceStamp::of(*given);
-    l.key.magic = interpreter.magic;
-    l.key.optimize = store_optimize(optimize);
-    if (auto known = memo.find(l.stamp)) {
-        l.content = *known;
-        l.key.content = l.content;
-        l.entry = st.get(l.key);
-        if (l.entry) return l;
-    }
-    auto r = read_source(dirfd, name, &l.stamp);
-    if (auto* f = std::get_if<SourceFailure>(&r)) return from_failure(*f, file);
-    l.source = std::move(std::get<SourceBytes>(r));
-    l.stamp = l.source->stamp;
-    l.content = hash::ContentHash::of(l.source->bytes);
-    memo.remember(l.stamp, l.content);
-    l.key.content = l.content;
-    // Another path with the same bytes (or another process) may have stored it meanwhile.
-    l.entry = st.get(l.key);
-    return l;
-}
-
 PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struct stat* st,
                                  const python::Interpreter& interpreter, int optimize,
                                  pyc::PycMode mode, const std::string& co_filename) {
@@ -212,7 +223,7 @@ PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struc
         return e;
     }
     const std::string& tag = interpreter.cache_tag;
-    auto looked = look_up(m_store, m_impl->memo, dirfd, name, st, interpreter, optimize, file);
+    auto looked = m_impl->look_up(m_store, dirfd, name, st, interpreter, optimize, file);
     if (auto* e = std::get_if<PycError>(&looked)) return std::move(*e);
     Lookup& l = std::get<Lookup>(looked);
 
@@ -241,7 +252,7 @@ PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struc
             ++(ok ? c.compiles : c.compile_errors);
             c.compile_seconds += result.seconds;
         });
-        m_store.put(l.key, entry);
+        m_impl->put_entry(m_store, l.key, entry);
         pyc.compiled = true;
     }
 
@@ -281,7 +292,7 @@ BytecodeCache::WarmOutcome BytecodeCache::warm(int dirfd, const std::string& nam
         return fail(std::move(e), WarmOutcome::Failed);
     }
     const std::string& tag = interpreter.cache_tag;
-    auto looked = look_up(m_store, m_impl->memo, dirfd, name, nullptr, interpreter, optimize, file);
+    auto looked = m_impl->look_up(m_store, dirfd, name, nullptr, interpreter, optimize, file);
     if (auto* e = std::get_if<PycError>(&looked)) return fail(std::move(*e), WarmOutcome::Failed);
     Lookup& l = std::get<Lookup>(looked);
     if (l.entry) {
@@ -306,7 +317,7 @@ BytecodeCache::WarmOutcome BytecodeCache::warm(int dirfd, const std::string& nam
         ++(ok ? c.compiles : c.compile_errors);
         c.compile_seconds += result.seconds;
     });
-    m_store.put(l.key, entry);
+    m_impl->put_entry(m_store, l.key, entry);
     for (const auto& [t, delta] : m_impl->take_pending(false)) m_store.add_counters(t, delta);
     if (!ok) return fail(compile_error(entry.error, file), WarmOutcome::CompileError);
     return WarmOutcome::Compiled;
@@ -316,7 +327,7 @@ void BytecodeCache::prefetch(int dirfd, const std::string& name,
                              const python::Interpreter& interpreter, int optimize) {
     if (!m_impl->options.prefetch || m_impl->closing || !usable(interpreter)) return;
     const std::string file = describe_source(dirfd, name);
-    auto looked = look_up(m_store, m_impl->memo, dirfd, name, nullptr, interpreter, optimize, file);
+    auto looked = m_impl->look_up(m_store, dirfd, name, nullptr, interpreter, optimize, file);
     auto* l = std::get_if<Lookup>(&looked);
     if (!l || l->entry) return;
     python::CompileRequest request{l->source->bytes, file, int(store_optimize(optimize))};
@@ -336,7 +347,7 @@ void BytecodeCache::prefetch(int dirfd, const std::string& name,
                                ++(ok ? c.compiles : c.compile_errors);
                                c.compile_seconds += result.seconds;
                            });
-                           st->put(key, std::move(entry));
+                           impl->put_entry(*st, key, entry);
                        });
 }
 
