@@ -34,6 +34,7 @@ struct ProbeAnswer {
     std::optional<Interpreter> interpreter; // path left empty: filled per caller
     std::string executable;                 // sys.executable as the interpreter reports it
     std::string error;
+    bool timed_out = false;
 };
 
 struct CacheKey {
@@ -92,7 +93,10 @@ ProbeAnswer run_probe(const std::string& path) {
     auto deadline = Clock::now() + k_probe_timeout;
     std::string out;
     IoStatus s = read_to_eof(child->stdout_fd(), out, 4096, deadline);
-    if (s == IoStatus::TimedOut) answer.error = "no answer within 10 s";
+    if (s == IoStatus::TimedOut) {
+        answer.error = "no answer within 10 s";
+        answer.timed_out = true;
+    }
     int status = child->wait_for(std::chrono::milliseconds(2000));
     if (!answer.error.empty()) return answer;
     if (status != 0) {
@@ -154,8 +158,11 @@ std::optional<Interpreter> probe_cached(const std::string& path, std::string* er
     if (!answer.interpreter && answer.error.empty()) {
         // Probed outside the lock: two threads may both probe a new binary once; harmless.
         answer = run_probe(path);
-        std::lock_guard lock(g_cache_mutex);
-        probe_cache().emplace(key, answer);
+        // A timeout may be load, not the binary: only definite answers are remembered.
+        if (!answer.timed_out) {
+            std::lock_guard lock(g_cache_mutex);
+            probe_cache().emplace(key, answer);
+        }
     }
     if (!answer.interpreter) {
         if (error) *error = answer.error;
@@ -269,20 +276,26 @@ DiscoveryResult discover(const DiscoveryOptions& options) {
 
     std::string env_path = options.path_env;
     if (env_path.empty() && std::getenv("PATH")) env_path = std::getenv("PATH");
+    std::string root = options.pyenv_root;
+    if (root.empty() && std::getenv("PYENV_ROOT")) root = std::getenv("PYENV_ROOT");
+    if (root.empty() && std::getenv("HOME")) root = std::string(std::getenv("HOME")) + "/.pyenv";
+    std::string shims = root.empty() ? std::string() : real_path(root + "/shims");
+
     std::vector<std::string> dirs = split_path(env_path);
     dirs.push_back("/usr/bin");
     dirs.push_back("/usr/local/bin");
     for (const auto& dir : dirs) {
         if (dir.empty() || dir[0] != '/') continue; // a relative PATH entry depends on the cwd
+        // pyenv shims are bash scripts whose target depends on the caller's pyenv version
+        // settings (and which are slow to run); the versions folder below finds the same
+        // binaries directly. Other wrappers are resolved through sys.executable.
+        if (!shims.empty() && real_path(dir) == shims) continue;
         for (int minor = k_min_minor; minor <= k_max_minor; ++minor) {
             std::string c = dir + "/python3." + std::to_string(minor);
             if (::access(c.c_str(), X_OK) == 0) consider(c, false);
         }
     }
 
-    std::string root = options.pyenv_root;
-    if (root.empty() && std::getenv("PYENV_ROOT")) root = std::getenv("PYENV_ROOT");
-    if (root.empty() && std::getenv("HOME")) root = std::string(std::getenv("HOME")) + "/.pyenv";
     if (!root.empty()) {
         for (const auto& vdir : pyenv_version_dirs(root)) {
             for (int minor = k_min_minor; minor <= k_max_minor; ++minor) {
