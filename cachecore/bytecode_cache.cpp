@@ -99,7 +99,8 @@ struct Lookup {
 } // namespace
 
 struct BytecodeCache::Impl {
-    explicit Impl(BytecodeCacheOptions o) : options(std::move(o)) {}
+    explicit Impl(BytecodeCacheOptions o)
+        : options(std::move(o)), memo(options.memo_capacity, options.memo_racy_window_ns) {}
 
     BytecodeCacheOptions options;
     SourceMemo memo;

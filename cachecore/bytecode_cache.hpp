@@ -44,6 +44,8 @@ using PycResult = std::variant<Pyc, PycError>;
 struct BytecodeCacheOptions {
     python::PoolOptions pool;
     bool prefetch = true; // compile sibling modules ahead on idle workers (Background priority)
+    std::size_t memo_capacity = 1 << 18;              // source stamps remembered (SourceMemo)
+    std::int64_t memo_racy_window_ns = 2'000'000'000; // stamps younger than this are re-read
 };
 
 // The one entry point used by the filesystem and the CLI: (source, interpreter, optimize level,

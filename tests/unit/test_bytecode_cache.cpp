@@ -12,6 +12,7 @@
 #include <future>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <iostream>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -461,4 +462,45 @@ TEST_F(BytecodeCacheTest, UnusableInterpreter) {
     auto r = get(none, 0, pyc::PycMode::Timestamp);
     ASSERT_TRUE(std::holds_alternative<PycError>(r));
     EXPECT_EQ(std::get<PycError>(r).kind, PycErrorKind::NoInterpreter);
+}
+
+// A remembered stamp plus a stored entry serve the pyc without opening the source at all (the
+// name below does not even exist); then the hit path is timed.
+TEST_F(BytecodeCacheTest, MemoHitNeverReadsTheSource) {
+    if (test_pythons().empty()) GTEST_SKIP() << "no CPython found";
+    const auto& py = test_pythons().back();
+    BytecodeCacheOptions opts;
+    opts.pool.workers = 1;
+    opts.memo_racy_window_ns = 0; // trust stamps at once (the file was written just now)
+    BytecodeCache trusting(*store, opts);
+    write_file(src(), k_module);
+    struct stat st {};
+    ASSERT_EQ(::stat(src().c_str(), &st), 0);
+    auto first = trusting.get_pyc(pkg_fd.get(), "mod.py", &st, py, 0, pyc::PycMode::Timestamp, "");
+    ASSERT_TRUE(std::holds_alternative<Pyc>(first));
+    auto again =
+        trusting.get_pyc(pkg_fd.get(), "no-such-file.py", &st, py, 0, pyc::PycMode::Timestamp, "");
+    ASSERT_TRUE(std::holds_alternative<Pyc>(again));
+    EXPECT_EQ(std::get<Pyc>(again).bytes, std::get<Pyc>(first).bytes);
+    // The default cache (racy window) must not trust the fresh stamp: it tries to read.
+    auto strict =
+        cache->get_pyc(pkg_fd.get(), "no-such-file.py", &st, py, 0, pyc::PycMode::Timestamp, "");
+    ASSERT_TRUE(std::holds_alternative<PycError>(strict));
+    EXPECT_EQ(std::get<PycError>(strict).kind, PycErrorKind::NotFound);
+
+    constexpr int k_rounds = 2000;
+    auto time_it = [&](BytecodeCache& c, const struct stat* given) {
+        auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < k_rounds; ++i) {
+            auto r = c.get_pyc(pkg_fd.get(), "mod.py", given, py, 0, pyc::PycMode::Timestamp, "");
+            if (!std::holds_alternative<Pyc>(r)) ADD_FAILURE() << "miss";
+        }
+        return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                   .count() /
+               k_rounds;
+    };
+    std::cout << "  hit, memo + stat given: " << time_it(trusting, &st) << " us\n"
+              << "  hit, memo + own stat:   " << time_it(trusting, nullptr) << " us\n"
+              << "  hit, racy (re-read+hash): " << time_it(*cache, nullptr) << " us ("
+              << std::get<Pyc>(first).bytes.size() << " B pyc)\n";
 }
