@@ -1,12 +1,11 @@
 #include "cachecore/util/log.hpp"
 
-#include <syslog.h>
-#include <time.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
 
 namespace cachecore::util {
 namespace {
@@ -18,19 +17,28 @@ bool g_syslog = false;
 
 const char* level_name(LogLevel level) {
     switch (level) {
-    case LogLevel::Debug: return "debug";
-    case LogLevel::Info: return "info";
-    case LogLevel::Warning: return "warning";
-    case LogLevel::Error: return "error";
-    case LogLevel::Off: break;
+    case LogLevel::Debug:
+        return "debug";
+    case LogLevel::Info:
+        return "info";
+    case LogLevel::Warning:
+        return "warning";
+    case LogLevel::Error:
+        return "error";
+    case LogLevel::Off:
+        break;
     }
     return "off";
 }
 
 } // namespace
 
-void log_set_level(LogLevel level) { g_level = level; }
-LogLevel log_level() { return g_level; }
+void log_set_level(LogLevel level) {
+    g_level = level;
+}
+LogLevel log_level() {
+    return g_level;
+}
 
 bool log_to_file(const std::string& path) {
     FILE* f = std::fopen(path.c_str(), "ae");
@@ -73,12 +81,18 @@ void log_write(LogLevel level, std::string_view message) {
 }
 
 bool parse_log_level(std::string_view text, LogLevel& out) {
-    if (text == "debug") out = LogLevel::Debug;
-    else if (text == "info") out = LogLevel::Info;
-    else if (text == "warning" || text == "warn") out = LogLevel::Warning;
-    else if (text == "error") out = LogLevel::Error;
-    else if (text == "off") out = LogLevel::Off;
-    else return false;
+    if (text == "debug")
+        out = LogLevel::Debug;
+    else if (text == "info")
+        out = LogLevel::Info;
+    else if (text == "warning" || text == "warn")
+        out = LogLevel::Warning;
+    else if (text == "error")
+        out = LogLevel::Error;
+    else if (text == "off")
+        out = LogLevel::Off;
+    else
+        return false;
     return true;
 }
 

@@ -15,7 +15,9 @@ void log_to_syslog(const std::string& ident);
 void log_write(LogLevel level, std::string_view message);
 bool parse_log_level(std::string_view text, LogLevel& out);
 
-inline bool log_enabled(LogLevel level) { return level >= log_level(); }
+inline bool log_enabled(LogLevel level) {
+    return level >= log_level();
+}
 
 } // namespace cachecore::util
 

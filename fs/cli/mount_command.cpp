@@ -1,0 +1,290 @@
+// `pycachefs mount`: validate everything the user can get wrong, then detach and serve.
+#include "cachecore/bytecode_cache.hpp"
+#include "cachecore/python/interpreter.hpp"
+#include "cachecore/store/store.hpp"
+#include "cachecore/util/log.hpp"
+#include "fs/cli/commands.hpp"
+#include "fs/cli/daemon.hpp"
+#include "fs/cli/unmount.hpp"
+#include "fs/overlay/overlay_fs.hpp"
+
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <pthread.h>
+#include <set>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+namespace fs::cli {
+namespace {
+
+using cachecore::python::Interpreter;
+
+std::string absolute(const std::string& path) {
+    std::error_code ec;
+    auto p = std::filesystem::absolute(path, ec);
+    return ec ? path : p.lexically_normal().string();
+}
+
+bool dir_is_empty(const std::string& path) {
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return false;
+    bool empty = true;
+    while (dirent* e = ::readdir(d)) {
+        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+            empty = false;
+            break;
+        }
+    }
+    ::closedir(d);
+    return empty;
+}
+
+// Returns an error message, or empty when the paths are usable.
+std::string check_paths(MountOptions& o) {
+    o.source = absolute(o.source);
+    o.mountpoint = absolute(o.mountpoint);
+    struct stat st;
+    if (::stat(o.source.c_str(), &st) < 0)
+        return "source '" + o.source + "': " + std::strerror(errno);
+    if (!S_ISDIR(st.st_mode)) return "source '" + o.source + "' is not a directory";
+    if (::stat(o.mountpoint.c_str(), &st) < 0) {
+        if (errno != ENOTCONN)
+            return "mount point '" + o.mountpoint + "': " + std::strerror(errno) +
+                   " (create it with mkdir)";
+        // A daemon died without unmounting: detach the dead mount and reuse the directory.
+        if (auto err = unmount_path(o.mountpoint, true); !err.empty())
+            return "mount point '" + o.mountpoint +
+                   "' is a stale mount that cannot be detached: " + err;
+        if (::stat(o.mountpoint.c_str(), &st) < 0)
+            return "mount point '" + o.mountpoint + "': " + std::strerror(errno);
+    }
+    if (!S_ISDIR(st.st_mode)) return "mount point '" + o.mountpoint + "' is not a directory";
+    if (!o.nonempty && !dir_is_empty(o.mountpoint))
+        return "mount point '" + o.mountpoint +
+               "' is not empty (use an empty directory, or -o nonempty)";
+    int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0 && ::geteuid() == 0)
+        return std::string("/dev/fuse is unusable: ") + std::strerror(errno) +
+               " (load the fuse module; in a container pass --device /dev/fuse --cap-add "
+               "SYS_ADMIN)";
+    if (fd < 0 && ::access("/usr/bin/fusermount3", X_OK) != 0 &&
+        ::access("/bin/fusermount3", X_OK) != 0)
+        return "/dev/fuse is not accessible and fusermount3 is missing (apt-get install fuse3)";
+    if (fd >= 0) ::close(fd);
+    return {};
+}
+
+std::string choose_interpreters(const MountOptions& o, std::vector<Interpreter>& served,
+                                std::vector<std::string>& listed) {
+    cachecore::python::DiscoveryOptions d;
+    d.explicit_paths = o.pythons;
+    d.search_default_locations = o.pythons.empty();
+    auto found = cachecore::python::discover(d);
+    if (!found.errors.empty()) return found.errors.front();
+    if (found.interpreters.empty())
+        return o.pythons.empty()
+                   ? "no CPython 3.6+ interpreter found on PATH, in /usr/bin, /usr/local/bin or "
+                     "pyenv (install one or pass --python PATH)"
+                   : "none of the --python interpreters is a usable CPython 3.6+";
+    served = std::move(found.interpreters);
+    std::set<std::string> seen;
+    if (!o.pythons.empty()) {
+        for (const auto& i : served)
+            if (seen.insert(i.cache_tag).second) listed.push_back(i.cache_tag);
+        return {};
+    }
+    // Listing names the pycs of the interpreter `python3` runs, else of the newest one.
+    std::string default_tag;
+    if (auto py3 = cachecore::python::probe("python3"); py3) default_tag = py3->cache_tag;
+    for (const auto& i : served)
+        if (i.cache_tag == default_tag) listed.push_back(default_tag);
+    if (listed.empty()) {
+        const Interpreter* newest = &served.front();
+        for (const auto& i : served)
+            if (std::tie(i.major, i.minor) > std::tie(newest->major, newest->minor)) newest = &i;
+        listed.push_back(newest->cache_tag);
+    }
+    return {};
+}
+
+void raise_fd_limit() {
+    // Every inode the kernel remembers holds an O_PATH descriptor.
+    rlimit lim;
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &lim);
+    }
+}
+
+// SIGTERM/SIGINT/SIGHUP are blocked in every thread and taken here: the answer is a lazy unmount,
+// after which the kernel ends the session and the request loop returns.
+class SignalThread {
+public:
+    explicit SignalThread(std::string mountpoint) : m_mountpoint(std::move(mountpoint)) {
+        m_thread = std::thread([this] { run(); });
+    }
+    ~SignalThread() {
+        m_done = true;
+        ::pthread_kill(m_thread.native_handle(), SIGUSR1);
+        m_thread.join();
+    }
+
+private:
+    void run() {
+        sigset_t set;
+        sigemptyset(&set);
+        for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+        for (;;) {
+            int sig = 0;
+            if (::sigwait(&set, &sig) != 0 || m_done) return;
+            if (sig == SIGUSR1) continue;
+            LOG_INFO(std::string("received ") + ::strsignal(sig) + ", unmounting " + m_mountpoint);
+            if (auto err = unmount_path(m_mountpoint, true); !err.empty()) LOG_WARN(err);
+        }
+    }
+    std::string m_mountpoint;
+    std::atomic<bool> m_done{false};
+    std::thread m_thread;
+};
+
+} // namespace
+
+int run_mount(MountOptions o) {
+    using cachecore::util::LogLevel;
+    LogLevel level = o.debug ? LogLevel::Debug : LogLevel::Warning;
+    if (!o.log_level.empty() && !cachecore::util::parse_log_level(o.log_level, level)) {
+        std::fprintf(stderr, "pycachefs: invalid log level '%s' (debug, info, warning, error)\n",
+                     o.log_level.c_str());
+        return 2;
+    }
+    cachecore::util::log_set_level(level);
+
+    if (auto err = check_paths(o); !err.empty()) {
+        std::fprintf(stderr, "pycachefs: %s\n", err.c_str());
+        return 1;
+    }
+    std::vector<Interpreter> served;
+    std::vector<std::string> listed;
+    if (auto err = choose_interpreters(o, served, listed); !err.empty()) {
+        std::fprintf(stderr, "pycachefs: %s\n", err.c_str());
+        return 1;
+    }
+    if (o.store.empty()) o.store = default_store_dir();
+    o.store = absolute(o.store);
+    if (!o.pid_file.empty()) o.pid_file = absolute(o.pid_file);
+    if (!o.log_file.empty()) o.log_file = absolute(o.log_file);
+
+    // Signals go to the signal thread only: block them before any thread exists.
+    sigset_t blocked;
+    sigemptyset(&blocked);
+    for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&blocked, s);
+    ::pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    DaemonHandshake handshake;
+    if (!o.foreground) handshake.detach(); // LMDB and threads must start after the fork
+    auto fail = [&](const std::string& why) {
+        if (handshake.detached())
+            handshake.report_failure(why);
+        else
+            std::fprintf(stderr, "pycachefs: %s\n", why.c_str());
+        return 1;
+    };
+    if (!o.log_file.empty()) {
+        if (!cachecore::util::log_to_file(o.log_file))
+            return fail("cannot open log file '" + o.log_file + "': " + std::strerror(errno));
+    } else if (!o.foreground) {
+        cachecore::util::log_to_syslog("pycachefs");
+    }
+    raise_fd_limit();
+
+    int root = ::open(o.source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct stat root_st;
+    if (root < 0 || ::fstat(root, &root_st) < 0)
+        return fail("source '" + o.source + "': " + std::strerror(errno));
+    cachecore::util::UniqueFd root_fd(root);
+
+    std::unique_ptr<cachecore::store::Store> store;
+    try {
+        cachecore::store::StoreOptions so;
+        so.dir = o.store;
+        if (o.max_size) so.max_size = *o.max_size;
+        store = std::make_unique<cachecore::store::Store>(so);
+    } catch (const std::exception& e) {
+        return fail(e.what());
+    }
+    cachecore::BytecodeCacheOptions co;
+    co.pool.workers = o.workers;
+    co.pool.timeout = std::chrono::seconds(o.compile_timeout_s);
+    cachecore::BytecodeCache cache(*store, co);
+
+    overlay::OverlayConfig config;
+    config.source = o.source;
+    config.mountpoint = o.mountpoint;
+    config.rw = o.rw;
+    config.hide_real_pycache = o.hide_real_pycache;
+    config.pyc_mode = o.pyc_mode;
+    config.interpreters = served;
+    config.listed_tags = listed;
+    overlay::OverlayFs filesystem(config, std::move(root_fd), root_st, cache);
+
+    std::string kernel_opts = "default_permissions,fsname=" + o.source + ",subtype=pycachefs";
+    kernel_opts += o.rw ? ",rw" : ",ro";
+    for (const auto& f : o.fuse_options) kernel_opts += "," + f;
+    std::vector<std::string> arg_storage{"pycachefs", "-o", kernel_opts};
+    if (o.fuse_debug) arg_storage.push_back("-d");
+    std::vector<char*> argv;
+    for (auto& a : arg_storage) argv.push_back(a.data());
+    fuse_args args = FUSE_ARGS_INIT(int(argv.size()), argv.data());
+    const fuse_lowlevel_ops ops = overlay::OverlayFs::operations();
+    fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &filesystem);
+    if (!se)
+        return fail("invalid mount options '" + kernel_opts + "' (see libfuse's message above)");
+    struct SessionGuard {
+        fuse_session* se;
+        bool mounted = false;
+        ~SessionGuard() {
+            if (mounted) fuse_session_unmount(se);
+            fuse_session_destroy(se);
+        }
+    } guard{se};
+
+    if (fuse_session_mount(se, o.mountpoint.c_str()) != 0)
+        return fail("cannot mount on '" + o.mountpoint +
+                    "' (FUSE refused; allow_other needs user_allow_other in /etc/fuse.conf)");
+    guard.mounted = true;
+    SignalThread signals(o.mountpoint);
+    filesystem.start(se);
+    if (!o.pid_file.empty()) {
+        std::ofstream(o.pid_file) << ::getpid() << "\n";
+    }
+    LOG_INFO("mounted " + o.source + " on " + o.mountpoint + " (store " + o.store + ")");
+    if (handshake.detached()) {
+        ::chdir("/");
+        handshake.report_ready();
+    }
+
+    fuse_loop_config* loop = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(loop, 64);
+    fuse_loop_cfg_set_idle_threads(loop, 8);
+    int rc = fuse_session_loop_mt(se, loop);
+    fuse_loop_cfg_destroy(loop);
+
+    filesystem.stop();
+    cache.push_counters();
+    store->flush();
+    if (!o.pid_file.empty()) ::unlink(o.pid_file.c_str());
+    LOG_INFO("unmounted " + o.mountpoint);
+    return rc == 0 ? 0 : 1;
+}
+
+} // namespace fs::cli

@@ -1,0 +1,40 @@
+#pragma once
+
+#include "cachecore/pyc/header.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fs::cli {
+
+// Everything `pycachefs mount` accepts; every long option also works as `-o key=value`.
+struct MountOptions {
+    std::string source;
+    std::string mountpoint;
+    std::string store;                // empty = default location
+    std::vector<std::string> pythons; // --python, repeatable
+    std::optional<std::uint64_t> max_size;
+    bool rw = false;
+    cachecore::pyc::PycMode pyc_mode = cachecore::pyc::PycMode::Timestamp;
+    bool hide_real_pycache = true;
+    bool foreground = false;
+    bool debug = false; // debug log (and libfuse's request trace with -d -d)
+    bool fuse_debug = false;
+    std::string log_file;
+    std::string log_level; // debug|info|warning|error
+    std::string pid_file;
+    unsigned workers = 0; // compile workers per interpreter (0 = one per core)
+    unsigned compile_timeout_s = 30;
+    bool nonempty = false;                 // allow a non-empty mount point
+    std::vector<std::string> fuse_options; // passed to the kernel mount (allow_other, ...)
+};
+
+// Applies one `-o a,b=c` string. Returns an error message, or empty on success.
+std::string apply_o_options(const std::string& text, MountOptions& options);
+
+// $PYCACHEFS_STORE, else $XDG_CACHE_HOME/pycachefs, else ~/.cache/pycachefs.
+std::string default_store_dir();
+
+} // namespace fs::cli

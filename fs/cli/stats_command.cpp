@@ -1,0 +1,44 @@
+#include "cachecore/util/size.hpp"
+#include "fs/cli/commands.hpp"
+#include "fs/cli/mount_stats.hpp"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace fs::cli {
+
+int run_stats_mount(const std::string& mountpoint, bool json) {
+    std::string error;
+    auto text = read_mount_stats(mountpoint, &error);
+    if (!text) {
+        std::fprintf(stderr, "pycachefs: %s\n", error.c_str());
+        return 1;
+    }
+    if (json) {
+        std::printf("%s\n", text->c_str());
+        return 0;
+    }
+    auto j = nlohmann::json::parse(*text);
+    std::printf("mount        %s -> %s (pid %d, %s, %s)\n", j["source"].get<std::string>().c_str(),
+                j["mountpoint"].get<std::string>().c_str(), j["pid"].get<int>(),
+                j["rw"].get<bool>() ? "rw" : "ro", j["pyc_mode"].get<std::string>().c_str());
+    std::printf("store        %s\n", j["store"].get<std::string>().c_str());
+    std::printf("watching     %s\n", j["watching"].get<std::string>().c_str());
+    std::printf("\n%-14s %9s %9s %9s %9s %9s %11s %9s\n", "interpreter", "lookups", "served",
+                "hits", "compiles", "errors", "bytes", "compile s");
+    auto row = [](const std::string& name, const nlohmann::json& c) {
+        std::printf("%-14s %9llu %9llu %9llu %9llu %9llu %11s %9.2f\n", name.c_str(),
+                    (unsigned long long)c["lookups"].get<std::uint64_t>(),
+                    (unsigned long long)c["pycs_served"].get<std::uint64_t>(),
+                    (unsigned long long)c["store_hits"].get<std::uint64_t>(),
+                    (unsigned long long)c["compiles"].get<std::uint64_t>(),
+                    (unsigned long long)c["compile_errors"].get<std::uint64_t>(),
+                    cachecore::util::format_size(c["bytes_served"].get<std::uint64_t>()).c_str(),
+                    c["compile_seconds"].get<double>());
+    };
+    for (auto& [tag, c] : j["interpreters"].items()) row(tag, c);
+    row("total", j["totals"]);
+    return 0;
+}
+
+} // namespace fs::cli

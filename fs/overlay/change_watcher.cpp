@@ -1,0 +1,139 @@
+#include "fs/overlay/change_watcher.hpp"
+
+#include "cachecore/util/log.hpp"
+#include "fs/overlay/overlay_fs.hpp"
+#include "fs/overlay/proc_path.hpp"
+
+#include <poll.h>
+#include <set>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+#include <vector>
+
+namespace fs::overlay {
+namespace {
+
+constexpr std::uint32_t k_mask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY |
+                                 IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF |
+                                 IN_ONLYDIR | IN_EXCL_UNLINK;
+
+} // namespace
+
+ChangeWatcher::ChangeWatcher(OverlayFs& fs) : m_fs(fs) {
+    m_inotify.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    m_wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!m_inotify) {
+        LOG_WARN(std::string("inotify unavailable (") + std::strerror(errno) +
+                 "): changes beneath the mount show after the short kernel timeout");
+        return;
+    }
+    m_thread = std::thread([this] { run(); });
+}
+
+ChangeWatcher::~ChangeWatcher() {
+    stop();
+}
+
+void ChangeWatcher::stop() {
+    if (m_stopping.exchange(true)) return;
+    if (m_wake) {
+        std::uint64_t one = 1;
+        (void)!::write(m_wake.get(), &one, sizeof one);
+    }
+    if (m_thread.joinable()) m_thread.join();
+}
+
+int ChangeWatcher::watch(const Inode& dir) {
+    if (!m_inotify) return -1;
+    int wd = ::inotify_add_watch(m_inotify.get(), ProcPath(dir.fd.get()).c_str(), k_mask);
+    if (wd < 0) {
+        if (!m_warned_limit.exchange(true))
+            LOG_WARN(std::string("cannot watch more directories (") + std::strerror(errno) +
+                     "; raise fs.inotify.max_user_watches): unwatched ones use short timeouts");
+        return -1;
+    }
+    std::lock_guard lock(m_mutex);
+    m_watches[wd] = {dir.st_dev, dir.st_ino};
+    return wd;
+}
+
+void ChangeWatcher::unwatch(int wd) {
+    {
+        std::lock_guard lock(m_mutex);
+        if (!m_watches.erase(wd)) return;
+    }
+    ::inotify_rm_watch(m_inotify.get(), wd);
+}
+
+std::string ChangeWatcher::describe() const {
+    std::lock_guard lock(m_mutex);
+    return m_inotify ? "inotify (" + std::to_string(m_watches.size()) + " directories)" : "none";
+}
+
+void ChangeWatcher::run() {
+    alignas(inotify_event) char buf[64 * 1024];
+    while (!m_stopping) {
+        pollfd fds[2] = {{m_inotify.get(), POLLIN, 0}, {m_wake.get(), POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            LOG_ERROR(std::string("watcher poll failed: ") + std::strerror(errno));
+            return;
+        }
+        if (fds[1].revents) return;
+
+        // Drain everything available, then handle each (directory, name) once.
+        std::set<std::pair<int, std::string>> changes;
+        std::set<int> self_changes, lost;
+        bool overflow = false;
+        for (;;) {
+            ssize_t n = ::read(m_inotify.get(), buf, sizeof buf);
+            if (n <= 0) break;
+            for (char* p = buf; p < buf + n;) {
+                auto* ev = reinterpret_cast<inotify_event*>(p);
+                p += sizeof(inotify_event) + ev->len;
+                if (ev->mask & IN_Q_OVERFLOW)
+                    overflow = true;
+                else if (ev->mask & IN_IGNORED)
+                    lost.insert(ev->wd);
+                else if (ev->len > 0)
+                    changes.emplace(ev->wd, ev->name);
+                else
+                    self_changes.insert(ev->wd);
+            }
+        }
+        auto resolve = [this](int wd) -> std::pair<dev_t, ino_t> {
+            std::lock_guard lock(m_mutex);
+            auto it = m_watches.find(wd);
+            return it == m_watches.end() ? std::pair<dev_t, ino_t>{0, 0} : it->second;
+        };
+        auto with_dir = [&](int wd, auto&& fn) {
+            auto [dev, ino] = resolve(wd);
+            if (!ino) return;
+            Inode* dir = m_fs.m_table.pin(dev, ino);
+            if (!dir) return;
+            fn(*dir);
+            m_fs.m_table.unpin(*dir);
+        };
+        if (overflow) {
+            LOG_WARN("change events were lost (inotify queue overflow): invalidating everything");
+            for (Inode* dir : m_fs.m_table.pin_all_dirs()) {
+                m_fs.on_change(*dir, {}, true);
+                m_fs.m_table.unpin(*dir);
+            }
+        }
+        for (const auto& [wd, name] : changes) {
+            with_dir(wd, [&](Inode& dir) { m_fs.on_change(dir, name, false); });
+        }
+        for (int wd : self_changes) {
+            with_dir(wd, [&](Inode& dir) { m_fs.on_change(dir, {}, true); });
+        }
+        for (int wd : lost) {
+            with_dir(wd, [&](Inode& dir) { m_fs.on_watch_lost(dir); });
+            std::lock_guard lock(m_mutex);
+            m_watches.erase(wd);
+        }
+    }
+}
+
+} // namespace fs::overlay

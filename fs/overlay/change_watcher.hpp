@@ -1,0 +1,47 @@
+#pragma once
+
+#include "cachecore/util/unique_fd.hpp"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+#include <sys/types.h>
+#include <thread>
+
+namespace fs::overlay {
+
+class OverlayFs;
+struct Inode;
+
+// Watches every directory the kernel has looked up (inotify) and turns changes made beneath the
+// mount into kernel cache invalidations, from a thread of its own (never inside a request
+// handler: a notification can wait on locks the kernel holds for that request).
+// Worst-case delay: one batch (events are drained, deduplicated and handled at once).
+class ChangeWatcher {
+public:
+    explicit ChangeWatcher(OverlayFs& fs);
+    ~ChangeWatcher();
+    ChangeWatcher(const ChangeWatcher&) = delete;
+    ChangeWatcher& operator=(const ChangeWatcher&) = delete;
+
+    // Returns the watch descriptor, or -1 (the caller then uses short kernel timeouts).
+    int watch(const Inode& dir);
+    void unwatch(int wd);
+    void stop();
+    std::string describe() const;
+
+private:
+    void run();
+
+    OverlayFs& m_fs;
+    cachecore::util::UniqueFd m_inotify;
+    cachecore::util::UniqueFd m_wake; // eventfd that ends run()
+    mutable std::mutex m_mutex;
+    std::map<int, std::pair<dev_t, ino_t>> m_watches;
+    std::atomic<bool> m_warned_limit{false};
+    std::atomic<bool> m_stopping{false};
+    std::thread m_thread;
+};
+
+} // namespace fs::overlay

@@ -1,0 +1,99 @@
+#pragma once
+
+#include "cachecore/bytecode_cache.hpp"
+#include "cachecore/python/interpreter.hpp"
+#include "cachecore/util/unique_fd.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+namespace fs::overlay {
+
+enum class InodeKind : std::uint8_t { Real, PycacheDir, Pyc };
+
+struct Inode;
+
+// One name in a directory listing snapshot.
+struct DirEntry {
+    std::string name;
+    ino_t ino = 0;
+    unsigned char type = 0; // DT_*
+    bool is_virtual_pycache = false;
+};
+
+// What a real directory knows about itself; rebuilt when its mtime changes.
+struct DirState {
+    std::mutex mutex;
+    std::int64_t scanned_mtime_ns = -1;
+    std::int64_t scanned_ctime_ns = -1;
+    bool has_py = false;
+    std::vector<std::string> py_modules; // module names of `*.py` files (for the virtual listing)
+    std::shared_ptr<const std::vector<DirEntry>> listing;
+    std::unique_ptr<Inode> pycache; // the virtual __pycache__, created on first lookup
+    int watch = -1;                 // inotify watch descriptor, -1 when unwatched
+};
+
+// A served pyc: the complete file and the source version it was built from.
+struct PycBlob {
+    std::string bytes;
+    cachecore::SourceStamp stamp;
+    struct stat source_st {};
+};
+
+struct PycState {
+    std::string module; // source = module + ".py" in the real directory
+    const cachecore::python::Interpreter* interpreter = nullptr;
+    int optimize = 0;
+    std::mutex build_mutex;              // serializes rebuilds (a compile may run under it)
+    std::mutex blob_mutex;               // guards `blob` only, held briefly
+    std::shared_ptr<const PycBlob> blob; // what the kernel was last told (size and bytes agree)
+
+    std::shared_ptr<const PycBlob> current() {
+        std::lock_guard lock(blob_mutex);
+        return blob;
+    }
+    void set(std::shared_ptr<const PycBlob> b) {
+        std::lock_guard lock(blob_mutex);
+        blob = std::move(b);
+    }
+};
+
+struct PycacheState {
+    Inode* real_dir = nullptr; // owner; outlives this inode
+    std::mutex mutex;
+    std::map<std::string, std::unique_ptr<Inode>> pycs;
+};
+
+// fuse_ino_t is the address of an Inode (O(1) resolution, as in passthrough_hp).
+struct Inode {
+    InodeKind kind = InodeKind::Real;
+    std::uint64_t nlookup = 0; // guarded by InodeTable's mutex
+    std::uint32_t pins = 0;    // guarded by InodeTable's mutex: in use outside a request
+    bool watched = false;      // changes to it are reported by the watcher (long timeouts)
+    ino_t st_ino = 0;          // real: source inode; virtual: synthetic
+    dev_t st_dev = 0;
+    mode_t type = 0; // S_IFMT bits
+
+    // Real inodes: an O_PATH|O_NOFOLLOW descriptor; every operation is relative to it.
+    cachecore::util::UniqueFd fd;
+    std::atomic<int> read_fd{-1};  // lazily opened O_RDONLY fd for reads without an open()
+    std::unique_ptr<DirState> dir; // real directories only
+
+    std::unique_ptr<PycacheState> pycache; // InodeKind::PycacheDir
+    std::unique_ptr<PycState> pyc;         // InodeKind::Pyc
+    Inode* parent = nullptr;               // virtual inodes: their directory
+
+    ~Inode() {
+        int rfd = read_fd.exchange(-1);
+        if (rfd >= 0) ::close(rfd);
+    }
+};
+
+} // namespace fs::overlay

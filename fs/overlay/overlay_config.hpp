@@ -1,0 +1,25 @@
+#pragma once
+
+#include "cachecore/pyc/header.hpp"
+#include "cachecore/python/interpreter.hpp"
+
+#include <string>
+#include <vector>
+
+namespace fs::overlay {
+
+struct OverlayConfig {
+    std::string source;     // absolute path of the source tree
+    std::string mountpoint; // absolute path of the mount point
+    bool rw = false;
+    bool hide_real_pycache = true;
+    cachecore::pyc::PycMode pyc_mode = cachecore::pyc::PycMode::Timestamp;
+    // Served interpreters; the first one for a cache tag wins.
+    std::vector<cachecore::python::Interpreter> interpreters;
+    // Tags named when a virtual __pycache__ is listed (listing never compiles).
+    std::vector<std::string> listed_tags;
+    double timeout = 86400;         // kernel entry/attr/negative timeouts while changes are watched
+    double unwatched_timeout = 1.0; // for directories whose changes cannot be watched
+};
+
+} // namespace fs::overlay

@@ -1,0 +1,113 @@
+#pragma once
+
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 312
+#endif
+#include "cachecore/bytecode_cache.hpp"
+#include "fs/overlay/inode_table.hpp"
+#include "fs/overlay/live_stats.hpp"
+#include "fs/overlay/overlay_config.hpp"
+
+#include <fuse_lowlevel.h>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace fs::overlay {
+
+class ChangeWatcher;
+
+// The filesystem: real files pass through (passthrough_hp's design), every directory holding a
+// `*.py` shows a virtual `__pycache__` whose pycs come from the BytecodeCache.
+// Operations live in: real_ops.cpp (lookup, attributes, reads, listings), pycache_ops.cpp (the
+// virtual directory and its pycs), write_ops.cpp (--rw), change_handling.cpp (invalidation).
+class OverlayFs {
+public:
+    OverlayFs(OverlayConfig config, cachecore::util::UniqueFd root_fd, const struct stat& root_st,
+              cachecore::BytecodeCache& cache);
+    ~OverlayFs();
+    OverlayFs(const OverlayFs&) = delete;
+    OverlayFs& operator=(const OverlayFs&) = delete;
+
+    static fuse_lowlevel_ops operations();
+    // Starts watching for changes beneath the mount; notifications go to `session`.
+    void start(fuse_session* session);
+    void stop();
+    std::string stats_json();
+
+    // ---- operations (called through the trampolines in overlay_fs.cpp) ----
+    void op_init(fuse_conn_info* conn);
+    void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+    void op_forget(fuse_ino_t ino, std::uint64_t n);
+    void op_getattr(fuse_req_t req, fuse_ino_t ino);
+    void op_readlink(fuse_req_t req, fuse_ino_t ino);
+    void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+    void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus);
+    void op_statfs(fuse_req_t req, fuse_ino_t ino);
+    void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+    void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+    void op_access(fuse_req_t req, fuse_ino_t ino, int mask);
+
+    void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                    fuse_file_info* fi);
+    void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+    void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+    void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name);
+    void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name);
+    void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir);
+    void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                   const char* newname, unsigned int flags);
+    void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                   fuse_file_info* fi);
+    void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                  fuse_file_info* fi);
+    void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+    void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                     size_t size, int flags);
+    void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+
+    // ---- change handling (change_handling.cpp), called by the watcher thread ----
+    void on_change(Inode& dir, const std::string& name, bool dir_itself);
+    void on_watch_lost(Inode& dir);
+
+private:
+    friend class ChangeWatcher;
+
+    Inode& inode(fuse_ino_t ino) { return m_table.from_fuse(ino); }
+    double timeout_for(const Inode& dir) const;
+    bool is_pycache_name(const char* name) const;
+    int writable_dir_error(const Inode& parent, const char* name) const; // write_ops.cpp
+
+    // real_ops.cpp
+    int lookup_real(Inode& parent, const char* name, fuse_entry_param& e);
+    bool refresh_dir(Inode& dir); // rescans when the directory changed; false on error
+    std::shared_ptr<const std::vector<DirEntry>> dir_listing(Inode& dir);
+    int reader_fd(Inode& inode);
+
+    // pycache_ops.cpp
+    Inode& pycache_of(Inode& dir);
+    void lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name);
+    int pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlob>& out);
+    void fill_pycache_attr(const Inode& pycache, struct stat& st);
+    void fill_pyc_attr(const Inode& pyc, const PycBlob& blob, struct stat& st) const;
+    double pyc_timeout(const Inode& pyc, const PycBlob& blob) const;
+    void readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off_t off, bool plus);
+    void read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off);
+    int interpreter_index(const std::string& tag) const;
+
+    OverlayConfig m_config;
+    std::string m_source_real; // realpath of the source (to name co_filename under the mount)
+    cachecore::BytecodeCache& m_cache;
+    InodeTable m_table;
+    LiveStats m_stats;
+    std::map<std::string, int> m_tag_index;
+    fuse_session* m_session = nullptr;
+    std::unique_ptr<ChangeWatcher> m_watcher;
+    std::atomic<std::uint64_t> m_next_virtual_ino{1};
+    bool m_chown_new_files = false; // running as root: new files go to the requester
+};
+
+} // namespace fs::overlay

@@ -1,0 +1,258 @@
+// The virtual __pycache__ directories and the pycs inside them.
+#include "cachecore/pyc/cache_name.hpp"
+#include "cachecore/util/log.hpp"
+#include "fs/overlay/overlay_fs.hpp"
+#include "fs/overlay/proc_path.hpp"
+
+#include <climits>
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+#include <vector>
+
+namespace fs::overlay {
+namespace {
+
+// Synthetic inode numbers live in the top half so they never collide with a source's.
+constexpr ino_t k_virtual_ino_base = ino_t(1) << 62;
+
+bool in_groups(fuse_req_t req, gid_t gid) {
+    gid_t groups[64];
+    int n = fuse_req_getgroups(req, 64, groups);
+    if (n > 64) {
+        std::vector<gid_t> many(static_cast<std::size_t>(n));
+        n = fuse_req_getgroups(req, n, many.data());
+        for (int i = 0; i < n && i < int(many.size()); ++i)
+            if (many[std::size_t(i)] == gid) return true;
+        return false;
+    }
+    for (int i = 0; i < n; ++i)
+        if (groups[i] == gid) return true;
+    return false;
+}
+
+// The requester must be able to read the source: a pyc reveals its source, and compiling on
+// behalf of someone who cannot read it would be a side channel.
+bool may_read_source(fuse_req_t req, const struct stat& st) {
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    if (ctx->uid == 0) return true;
+    if (ctx->uid == st.st_uid) return st.st_mode & S_IRUSR;
+    bool group_bit = st.st_mode & S_IRGRP;
+    bool other_bit = st.st_mode & S_IROTH;
+    // Group membership only matters when the group bits say something else than "other".
+    if (group_bit == other_bit) return other_bit;
+    if (ctx->gid == st.st_gid || in_groups(req, st.st_gid)) return group_bit;
+    return other_bit;
+}
+
+} // namespace
+
+Inode& OverlayFs::pycache_of(Inode& dir) {
+    std::lock_guard lock(dir.dir->mutex);
+    if (!dir.dir->pycache) {
+        auto v = std::make_unique<Inode>();
+        v->kind = InodeKind::PycacheDir;
+        v->type = S_IFDIR;
+        v->st_ino = k_virtual_ino_base + m_next_virtual_ino++;
+        v->st_dev = dir.st_dev;
+        v->parent = &dir;
+        v->watched = dir.dir->watch >= 0;
+        v->pycache = std::make_unique<PycacheState>();
+        v->pycache->real_dir = &dir;
+        dir.dir->pycache = std::move(v);
+    }
+    return *dir.dir->pycache;
+}
+
+void OverlayFs::fill_pycache_attr(const Inode& pycache, struct stat& st) {
+    st = {};
+    struct stat dir_st;
+    if (::fstatat(pycache.parent->fd.get(), "", &dir_st, AT_EMPTY_PATH) == 0) {
+        st.st_uid = dir_st.st_uid;
+        st.st_gid = dir_st.st_gid;
+        st.st_atim = st.st_mtim = st.st_ctim = dir_st.st_mtim;
+        // Readable and searchable by whoever may search the directory; never writable.
+        st.st_mode = S_IFDIR | (dir_st.st_mode & 0555);
+    } else {
+        st.st_mode = S_IFDIR | 0555;
+    }
+    st.st_ino = pycache.st_ino;
+    st.st_nlink = 2;
+    st.st_size = 4096;
+    st.st_blksize = 4096;
+}
+
+void OverlayFs::fill_pyc_attr(const Inode& pyc, const PycBlob& blob, struct stat& st) const {
+    st = {};
+    st.st_ino = pyc.st_ino;
+    st.st_mode = S_IFREG | (blob.source_st.st_mode & 0444);
+    st.st_nlink = 1;
+    st.st_uid = blob.source_st.st_uid;
+    st.st_gid = blob.source_st.st_gid;
+    // Exact: CPython reads st_size + 1 bytes and the kernel cuts reads at st_size.
+    st.st_size = off_t(blob.bytes.size());
+    st.st_blksize = 4096;
+    st.st_blocks = (st.st_size + 511) / 512;
+    st.st_mtim.tv_sec = blob.stamp.mtime_ns / 1'000'000'000;
+    st.st_mtim.tv_nsec = blob.stamp.mtime_ns % 1'000'000'000;
+    if (st.st_mtim.tv_nsec < 0) {
+        st.st_mtim.tv_nsec += 1'000'000'000;
+        st.st_mtim.tv_sec -= 1;
+    }
+    st.st_atim = st.st_ctim = st.st_mtim;
+}
+
+double OverlayFs::pyc_timeout(const Inode& pyc, const PycBlob& blob) const {
+    // A source not readable by everybody: every stat comes back here for a permission check,
+    // so a cached size never reaches someone who may not read the source.
+    if (!(blob.source_st.st_mode & S_IROTH)) return 0;
+    return pyc.parent->parent->dir->watch >= 0 ? m_config.timeout : m_config.unwatched_timeout;
+}
+
+int OverlayFs::pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlob>& out) {
+    Inode& dir = *pyc.parent->parent;
+    PycState& state = *pyc.pyc;
+    const std::string source = state.module + ".py";
+    struct stat st;
+    if (::fstatat(dir.fd.get(), source.c_str(), &st, 0) < 0)
+        return errno == ENOENT || errno == ENOTDIR || errno == ELOOP ? ENOENT : errno;
+    if (!S_ISREG(st.st_mode)) return ENOENT;
+    auto& live =
+        m_stats.per_interpreter[std::size_t(interpreter_index(state.interpreter->cache_tag))];
+    if (req && !may_read_source(req, st)) {
+        ++live.denied;
+        return EACCES;
+    }
+    const auto stamp = cachecore::SourceStamp::of(st);
+    if (auto cur = state.current(); cur && cur->stamp == stamp) {
+        out = std::move(cur);
+        return 0;
+    }
+    std::lock_guard build(state.build_mutex);
+    if (auto cur = state.current(); cur && cur->stamp == stamp) {
+        out = std::move(cur);
+        return 0;
+    }
+    // co_filename: the path under the mount (CPython rewrites it on load anyway).
+    std::string co_filename = source;
+    char real[PATH_MAX];
+    ssize_t n = ::readlink(ProcPath(dir.fd.get()).c_str(), real, sizeof real - 1);
+    if (n > 0) {
+        std::string path(real, std::size_t(n));
+        if (path.compare(0, m_source_real.size(), m_source_real) == 0)
+            path = m_config.mountpoint + path.substr(m_source_real.size());
+        co_filename = path + "/" + source;
+    }
+    auto result = m_cache.get_pyc(dir.fd.get(), source, &st, *state.interpreter, state.optimize,
+                                  m_config.pyc_mode, co_filename);
+    if (auto* error = std::get_if<cachecore::PycError>(&result)) {
+        switch (error->kind) {
+        case cachecore::PycErrorKind::Io:
+            return error->err_no ? error->err_no : EIO;
+        case cachecore::PycErrorKind::Unavailable:
+            return EIO;
+        default:
+            return ENOENT; // CPython then compiles the source itself and reports errors
+        }
+    }
+    auto& pyc_result = std::get<cachecore::Pyc>(result);
+    auto blob = std::make_shared<PycBlob>();
+    blob->bytes = std::move(pyc_result.bytes);
+    blob->stamp = pyc_result.stamp;
+    blob->source_st = st;
+    state.set(blob);
+    out = std::move(blob);
+    return 0;
+}
+
+void OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name) {
+    auto parsed = cachecore::pyc::parse_cache_name(name);
+    if (!parsed) return (void)fuse_reply_err(req, ENOENT);
+    int index = interpreter_index(parsed->cache_tag);
+    if (index < 0) return (void)fuse_reply_err(req, ENOENT);
+    ++m_stats.per_interpreter[std::size_t(index)].lookups;
+
+    Inode* pyc;
+    {
+        std::lock_guard lock(pycache.pycache->mutex);
+        auto& slot = pycache.pycache->pycs[name];
+        if (!slot) {
+            slot = std::make_unique<Inode>();
+            slot->kind = InodeKind::Pyc;
+            slot->type = S_IFREG;
+            slot->st_ino = k_virtual_ino_base + m_next_virtual_ino++;
+            slot->st_dev = pycache.st_dev;
+            slot->parent = &pycache;
+            slot->pyc = std::make_unique<PycState>();
+            slot->pyc->module = parsed->module;
+            slot->pyc->interpreter = &m_config.interpreters[std::size_t(index)];
+            slot->pyc->optimize = parsed->optimize;
+        }
+        pyc = slot.get();
+    }
+    std::shared_ptr<const PycBlob> blob;
+    if (int err = pyc_blob(req, *pyc, blob)) return (void)fuse_reply_err(req, err);
+    m_table.add_lookup(*pyc);
+    fuse_entry_param e{};
+    e.ino = m_table.to_fuse(*pyc);
+    fill_pyc_attr(*pyc, *blob, e.attr);
+    e.attr_timeout = e.entry_timeout = pyc_timeout(*pyc, *blob);
+    fuse_reply_entry(req, &e);
+}
+
+void OverlayFs::read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off) {
+    // Serve exactly the bytes whose size the kernel was told; a changed source reaches the
+    // kernel through invalidation, then a fresh GETATTR/LOOKUP rebuilds the blob.
+    auto blob = pyc.pyc->current();
+    if (!blob) {
+        if (int err = pyc_blob(req, pyc, blob)) return (void)fuse_reply_err(req, err);
+    }
+    const std::string& bytes = blob->bytes;
+    if (off < 0 || std::size_t(off) >= bytes.size()) return (void)fuse_reply_buf(req, nullptr, 0);
+    std::size_t n = std::min(size, bytes.size() - std::size_t(off));
+    if (off == 0) {
+        auto& live =
+            m_stats
+                .per_interpreter[std::size_t(interpreter_index(pyc.pyc->interpreter->cache_tag))];
+        ++live.pycs_served;
+        live.bytes_served += bytes.size();
+    }
+    fuse_reply_buf(req, bytes.data() + off, n);
+}
+
+void OverlayFs::readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off_t off, bool plus) {
+    Inode& dir = *pycache.parent;
+    if (!refresh_dir(dir)) return (void)fuse_reply_err(req, EIO);
+    std::vector<std::string> names{".", ".."};
+    {
+        std::lock_guard lock(dir.dir->mutex);
+        for (const auto& module : dir.dir->py_modules) {
+            for (const auto& tag : m_config.listed_tags) {
+                names.push_back(cachecore::pyc::format_cache_name({module, tag, 0}));
+            }
+        }
+    }
+    std::vector<char> buf(size);
+    std::size_t used = 0;
+    for (std::size_t i = std::size_t(off); i < names.size(); ++i) {
+        struct stat st {};
+        st.st_ino = i < 2 ? pycache.st_ino : k_virtual_ino_base - 1 - i;
+        st.st_mode = i < 2 ? S_IFDIR : S_IFREG;
+        std::size_t n;
+        if (plus) {
+            // ino 0: a name without attributes, so listing never compiles anything.
+            fuse_entry_param e{};
+            e.attr = st;
+            n = fuse_add_direntry_plus(req, buf.data() + used, size - used, names[i].c_str(), &e,
+                                       off_t(i + 1));
+        } else {
+            n = fuse_add_direntry(req, buf.data() + used, size - used, names[i].c_str(), &st,
+                                  off_t(i + 1));
+        }
+        if (n > size - used) break;
+        used += n;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+}
+
+} // namespace fs::overlay
