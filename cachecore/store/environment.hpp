@@ -13,7 +13,7 @@ namespace cachecore::store {
 
 // Names of the databases inside the environment (tests open them raw to corrupt values).
 inline constexpr const char* k_entries_db = "entries";   // StoreKey bytes -> encoded Entry
-inline constexpr const char* k_atimes_db = "atimes";     // StoreKey bytes -> u32 LE minutes
+inline constexpr const char* k_atimes_db = "atimes";     // StoreKey bytes -> u64 LE ms
 inline constexpr const char* k_counters_db = "counters"; // cache tag -> 7 x 8 bytes LE
 
 // One LMDB environment per directory per process: LMDB forbids opening an environment twice in

@@ -10,16 +10,16 @@
 
 namespace cachecore::store {
 
-std::uint32_t now_minutes() {
+std::uint64_t now_millis() {
     auto now = std::chrono::system_clock::now().time_since_epoch();
-    return static_cast<std::uint32_t>(
-        std::chrono::duration_cast<std::chrono::minutes>(now).count());
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
 }
 
 namespace {
 
 struct Candidate {
-    std::uint32_t atime;
+    std::uint64_t atime;
     std::string key;
 };
 
@@ -40,9 +40,9 @@ void scan(Environment& env, MDB_txn* txn, std::vector<Candidate>& candidates,
             have_a = atimes.move(ak, av, MDB_NEXT);
             continue;
         }
-        std::uint32_t atime = 0;
+        std::uint64_t atime = 0;
         if (cmp == 0) {
-            if (av.mv_size == 4) atime = detail::load_u32(static_cast<const char*>(av.mv_data));
+            if (av.mv_size == 8) atime = detail::load_u64(static_cast<const char*>(av.mv_data));
             have_a = atimes.move(ak, av, MDB_NEXT);
         }
         candidates.push_back({atime, std::string(key)});

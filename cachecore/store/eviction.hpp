@@ -7,8 +7,9 @@
 
 namespace cachecore::store {
 
-// Minutes since the epoch: access times are coarse on purpose (few writes for hot entries).
-std::uint32_t now_minutes();
+// Milliseconds since the epoch, the unit of stored access times. Fine-grained so that a batch
+// just written is never mistaken for old; coarseness lives in how rarely a get re-records one.
+std::uint64_t now_millis();
 
 // Inside a write transaction: removes least-recently-accessed entries (and their access times)
 // until the used size is at most `target_bytes`. Returns how many entries went.

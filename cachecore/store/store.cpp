@@ -17,7 +17,7 @@ namespace {
 
 // A get re-records an access only when the stored one is older than this: hot entries cost no
 // writes, and LRU order at this resolution is plenty for eviction.
-constexpr std::uint32_t k_touch_granularity_minutes = 15;
+constexpr std::uint64_t k_touch_granularity_ms = 15 * 60 * 1000;
 constexpr std::uint64_t k_min_map_size = 16ull << 30;
 
 std::string key_string(const StoreKey& key) {
@@ -58,10 +58,10 @@ std::optional<Entry> Store::get(const StoreKey& key) {
         if (entry) {
             MDB_val a{};
             rc = mdb_get(lease.txn(), m_impl->env->atimes(), &kv, &a);
-            touch = rc != 0 || a.mv_size != 4 ||
-                    detail::load_u32(static_cast<const char*>(a.mv_data)) +
-                            k_touch_granularity_minutes <=
-                        now_minutes();
+            touch =
+                rc != 0 || a.mv_size != 8 ||
+                detail::load_u64(static_cast<const char*>(a.mv_data)) + k_touch_granularity_ms <=
+                    now_millis();
         }
     } catch (const lmdb::Failure& e) {
         // A read that cannot be done is a miss: the caller compiles instead.

@@ -109,7 +109,7 @@ void Writer::write_batch(MDB_txn* txn, const Batch& batch) {
     MDB_dbi entries = m_env->entries();
     MDB_dbi atimes = m_env->atimes();
     std::string now;
-    detail::append_u32(now, now_minutes());
+    detail::append_u64(now, now_millis());
     MDB_val now_val = lmdb::to_val(now);
 
     for (const auto& [key, value] : batch.puts) {
