@@ -292,6 +292,13 @@ def is_mounted(path):
     return any(mp == path for mp, _, _ in mounts())
 
 
+def release_mount(path):
+    """Lazily detaches whatever is mounted at path (used when a command mounted unexpectedly)."""
+    if is_mounted(path):
+        log("releasing unexpected mount at %s" % path)
+        run_tool(["fusermount3", "-uz", path], timeout=30)
+
+
 def pid_alive(pid):
     """True while pid exists and is not a zombie."""
     try:

@@ -51,6 +51,8 @@ class CliTest(harness.MountTestCase):
             pass
         full = os.path.join(m.base, "full")
         os.mkdir(full)
+        for target in (full, not_dir, m.mountpoint):  # if a bad mount succeeded after all
+            self.addCleanup(harness.release_mount, target)
         with open(os.path.join(full, "occupied"), "w"):
             pass
         cases = [
