@@ -397,7 +397,7 @@ class Mount:
     that one pid as the last resort) and removes the temp dirs, never while still mounted."""
 
     def __init__(self, tree=None, *, pythons=None, rw=False, args=(), foreground=False,
-                 use_pid_file=True, binary=None):
+                 use_pid_file=True, binary=None, store=None):
         self.binary = binary or pycachefs_bin()
         self.pythons = find_pythons() if pythons is None else list(pythons)
         self.rw = rw
@@ -412,11 +412,14 @@ class Mount:
         os.chmod(self.base, 0o755)
         self.source = os.path.join(self.base, "src")
         self.mountpoint = os.path.join(self.base, "mnt")
-        self.store = os.path.join(self.base, "store")
+        self.own_store = store is None  # a given store outlives the mount (caller removes it)
+        self.store = os.path.join(self.base, "store") if store is None else store
         self.pid_file = os.path.join(self.base, "daemon.pid")
         self.log_file = os.path.join(self.base, "daemon.log")
         self.output_file = os.path.join(self.base, "daemon.out")
         for d, mode in ((self.source, 0o755), (self.mountpoint, 0o755), (self.store, 0o700)):
+            if d == self.store and not self.own_store:
+                continue
             os.mkdir(d)
             os.chmod(d, mode)
         if tree:

@@ -35,7 +35,10 @@ def package_tree(name):
     files = {"__init__.py": "PACKAGE = %r\n" % name}
     for i in range(MODULES_PER_PACKAGE):
         body = "".join("def f%d(x):\n    return x * %d + %d\n\n" % (j, j, i) for j in range(40))
-        files["m%02d.py" % i] = "import os, sys\n\n%sVALUE = %d\n" % (body, i)
+        # ORIGIN makes every file unique: the store is content-addressed, so identical files
+        # in two packages would share one compile.
+        files["m%02d.py" % i] = "import os, sys\n\nORIGIN = %r\n%sVALUE = %d\n" % (
+            "%s.m%02d" % (name, i), body, i)
     return files
 
 

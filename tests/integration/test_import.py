@@ -156,6 +156,26 @@ class ImportTest(harness.MountTestCase):
                          "a directory without *.py must not get a virtual __pycache__")
         m.assert_source_unchanged(self)
 
+    def test_store_survives_remount(self):
+        store = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "store-")
+        self.addCleanup(shutil.rmtree, store, True)
+        n = len(IMPORT_MODULES)
+        first = self.mount(IMPORT_TREE, store=store)
+        for py in self.pythons:
+            self.run_import(first, py)
+        self.assertEqual(first.stats()["totals"]["compiles"], n * len(self.pythons))
+        first.close()
+        self.assertNoMountLeft(first)
+        # Same content at a different path, new daemon, same store: nothing to compile.
+        second = self.mount(IMPORT_TREE, store=store)
+        for py in self.pythons:
+            with self.subTest(python=py.tag):
+                self.run_import(second, py)
+                delta = harness.interpreter_stats(second.stats(), py.tag)
+                self.assertEqual(delta["compiles"], 0, repr(delta))
+                self.assertGreaterEqual(delta["store_hits"], n, repr(delta))
+        second.assert_source_unchanged(self)
+
     def test_optimization_levels(self):
         m = self.mount({"optmod.py": OPT_SOURCE})
         cases = [
