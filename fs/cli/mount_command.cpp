@@ -5,6 +5,7 @@
 #include "cachecore/util/log.hpp"
 #include "fs/cli/commands.hpp"
 #include "fs/cli/daemon.hpp"
+#include "fs/cli/interpreter_choice.hpp"
 #include "fs/cli/unmount.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 
@@ -83,39 +84,6 @@ std::string check_paths(MountOptions& o) {
     return {};
 }
 
-std::string choose_interpreters(const MountOptions& o, std::vector<Interpreter>& served,
-                                std::vector<std::string>& listed) {
-    cachecore::python::DiscoveryOptions d;
-    d.explicit_paths = o.pythons;
-    d.search_default_locations = o.pythons.empty();
-    auto found = cachecore::python::discover(d);
-    if (!found.errors.empty()) return found.errors.front();
-    if (found.interpreters.empty())
-        return o.pythons.empty()
-                   ? "no CPython 3.6+ interpreter found on PATH, in /usr/bin, /usr/local/bin or "
-                     "pyenv (install one or pass --python PATH)"
-                   : "none of the --python interpreters is a usable CPython 3.6+";
-    served = std::move(found.interpreters);
-    std::set<std::string> seen;
-    if (!o.pythons.empty()) {
-        for (const auto& i : served)
-            if (seen.insert(i.cache_tag).second) listed.push_back(i.cache_tag);
-        return {};
-    }
-    // Listing names the pycs of the interpreter `python3` runs, else of the newest one.
-    std::string default_tag;
-    if (auto py3 = cachecore::python::probe("python3"); py3) default_tag = py3->cache_tag;
-    for (const auto& i : served)
-        if (i.cache_tag == default_tag) listed.push_back(default_tag);
-    if (listed.empty()) {
-        const Interpreter* newest = &served.front();
-        for (const auto& i : served)
-            if (std::tie(i.major, i.minor) > std::tie(newest->major, newest->minor)) newest = &i;
-        listed.push_back(newest->cache_tag);
-    }
-    return {};
-}
-
 void raise_fd_limit() {
     // Every inode the kernel remembers holds an O_PATH descriptor.
     rlimit lim;
@@ -174,7 +142,7 @@ int run_mount(MountOptions o) {
     }
     std::vector<Interpreter> served;
     std::vector<std::string> listed;
-    if (auto err = choose_interpreters(o, served, listed); !err.empty()) {
+    if (auto err = choose_interpreters(o.pythons, served, listed); !err.empty()) {
         std::fprintf(stderr, "pycachefs: %s\n", err.c_str());
         return 1;
     }

@@ -1,5 +1,6 @@
 #include "fs/cli/mount_options.hpp"
 
+#include "cachecore/util/log.hpp"
 #include "cachecore/util/size.hpp"
 
 #include <cstdlib>
@@ -10,21 +11,7 @@
 namespace fs::cli {
 namespace {
 
-std::vector<std::string> split_commas(const std::string& text) {
-    // A backslash escapes a comma inside a value (as in mount(8) option strings).
-    std::vector<std::string> parts;
-    std::string cur;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (text[i] == '\\' && i + 1 < text.size())
-            cur += text[++i];
-        else if (text[i] == ',')
-            parts.push_back(std::exchange(cur, {}));
-        else
-            cur += text[i];
-    }
-    parts.push_back(cur);
-    return parts;
-}
+using cachecore::util::Setting;
 
 bool parse_bool_flag(const std::string& value, bool& out) {
     if (value.empty() || value == "1" || value == "yes" || value == "true")
@@ -36,68 +23,101 @@ bool parse_bool_flag(const std::string& value, bool& out) {
     return true;
 }
 
+bool parse_unsigned(const std::string& value, unsigned long max, unsigned& out) {
+    if (value.empty()) return false;
+    char* end = nullptr;
+    unsigned long n = std::strtoul(value.c_str(), &end, 10);
+    if (*end || n > max || value[0] == '-') return false;
+    out = unsigned(n);
+    return true;
+}
+
 } // namespace
 
-std::string apply_o_options(const std::string& text, MountOptions& o) {
-    for (const std::string& item : split_commas(text)) {
-        if (item.empty() || item == "defaults") continue;
+std::vector<Setting> split_o_options(const std::string& text) {
+    std::vector<Setting> out;
+    std::string cur;
+    auto flush = [&] {
+        std::string item = std::exchange(cur, {});
+        if (item.empty() || item == "defaults") return;
         auto eq = item.find('=');
-        std::string key = item.substr(0, eq);
-        std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
-        for (auto& c : key)
-            if (c == '-') c = '_';
-        if (key == "store")
-            o.store = value;
-        else if (key == "python")
-            o.pythons.push_back(value);
-        else if (key == "max_size") {
-            auto size = cachecore::util::parse_size(value);
-            if (!size) return "invalid max_size '" + value + "' (use e.g. 500M or 2G)";
-            o.max_size = *size;
-        } else if (key == "rw")
-            o.rw = true;
-        else if (key == "ro")
-            o.rw = false;
-        else if (key == "pyc_mode") {
-            auto mode = cachecore::pyc::parse_pyc_mode(value);
-            if (!mode)
-                return "invalid pyc_mode '" + value +
-                       "' (timestamp, checked-hash or unchecked-hash)";
-            o.pyc_mode = *mode;
-        } else if (key == "real_pycache") {
-            if (value != "hide" && value != "show")
-                return "invalid real_pycache '" + value + "' (hide or show)";
-            o.hide_real_pycache = value == "hide";
-        } else if (key == "foreground") {
-            if (!parse_bool_flag(value, o.foreground)) return "invalid foreground '" + value + "'";
-        } else if (key == "debug") {
-            if (!parse_bool_flag(value, o.debug)) return "invalid debug '" + value + "'";
-        } else if (key == "log_file")
-            o.log_file = value;
-        else if (key == "log_level")
-            o.log_level = value;
-        else if (key == "pid_file")
-            o.pid_file = value;
-        else if (key == "workers") {
-            char* end = nullptr;
-            unsigned long n = std::strtoul(value.c_str(), &end, 10);
-            if (value.empty() || *end || n > 256) return "invalid workers '" + value + "' (0-256)";
-            o.workers = unsigned(n);
-        } else if (key == "compile_timeout") {
-            char* end = nullptr;
-            unsigned long n = std::strtoul(value.c_str(), &end, 10);
-            if (value.empty() || *end || n == 0)
-                return "invalid compile_timeout '" + value + "' (seconds)";
-            o.compile_timeout_s = unsigned(n);
-        } else if (key == "nonempty")
-            o.nonempty = true;
-        // Flags for mount(8) itself: meaningless to the filesystem.
-        else if (key == "user" || key == "nouser" || key == "users" || key == "auto" ||
-                 key == "noauto" || key == "_netdev" || key == "nofail" || key.rfind("x-", 0) == 0)
-            continue;
+        Setting s{item.substr(0, eq), eq == std::string::npos ? "" : item.substr(eq + 1),
+                  "-o " + item};
+        out.push_back(cachecore::util::normalize_setting(std::move(s)));
+    };
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] == '\\' && i + 1 < text.size())
+            cur += text[++i];
+        else if (text[i] == ',')
+            flush();
         else
-            o.fuse_options.push_back(item); // FUSE's own: allow_other, auto_unmount, ...
+            cur += text[i];
     }
+    flush();
+    return out;
+}
+
+std::string apply_setting(const Setting& s, MountOptions& o) {
+    const std::string& key = s.key;
+    const std::string& value = s.value;
+    auto invalid = [&](const std::string& hint) {
+        return "invalid " + key + " '" + value + "' from " + s.origin + " (" + hint + ")";
+    };
+    auto flag = [&](bool& field) {
+        return parse_bool_flag(value, field) ? std::string() : invalid("yes or no");
+    };
+    if (key == "store")
+        o.store = value;
+    else if (key == "python")
+        o.pythons.push_back(value);
+    else if (key == "max_size") {
+        auto size = cachecore::util::parse_size(value);
+        if (!size || *size == 0) return invalid("use e.g. 500M or 2G");
+        o.max_size = *size;
+    } else if (key == "rw")
+        return flag(o.rw);
+    else if (key == "pyc_mode") {
+        auto mode = cachecore::pyc::parse_pyc_mode(value);
+        if (!mode) return invalid("timestamp, checked-hash or unchecked-hash");
+        o.pyc_mode = *mode;
+    } else if (key == "real_pycache") {
+        if (value != "hide" && value != "show") return invalid("hide or show");
+        o.hide_real_pycache = value == "hide";
+    } else if (key == "foreground")
+        return flag(o.foreground);
+    else if (key == "debug")
+        return flag(o.debug);
+    else if (key == "fuse_debug")
+        return flag(o.fuse_debug);
+    else if (key == "log_file")
+        o.log_file = value;
+    else if (key == "log_level") {
+        cachecore::util::LogLevel level;
+        if (!cachecore::util::parse_log_level(value, level))
+            return invalid("debug, info, warning or error");
+        o.log_level = value;
+    } else if (key == "pid_file")
+        o.pid_file = value;
+    else if (key == "workers") {
+        if (!parse_unsigned(value, 256, o.workers)) return invalid("0-256");
+    } else if (key == "compile_timeout") {
+        if (!parse_unsigned(value, 86400, o.compile_timeout_s) || o.compile_timeout_s == 0)
+            return invalid("seconds, at least 1");
+    } else if (key == "nonempty")
+        return flag(o.nonempty);
+    // Flags for mount(8) itself: meaningless to the filesystem.
+    else if (key == "user" || key == "nouser" || key == "users" || key == "auto" ||
+             key == "noauto" || key == "_netdev" || key == "nofail" || key.rfind("x_", 0) == 0 ||
+             key.rfind("x-", 0) == 0)
+        return {};
+    else // FUSE's own: allow_other, auto_unmount, ...
+        o.fuse_options.push_back(value.empty() ? key : key + "=" + value);
+    return {};
+}
+
+std::string apply_o_options(const std::string& text, MountOptions& o) {
+    for (const auto& s : split_o_options(text))
+        if (auto err = apply_setting(s, o); !err.empty()) return err;
     return {};
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "cachecore/pyc/header.hpp"
+#include "cachecore/util/config_file.hpp"
 
 #include <cstdint>
 #include <optional>
@@ -33,6 +34,13 @@ struct MountOptions {
 
 // Applies one `-o a,b=c` string. Returns an error message, or empty on success.
 std::string apply_o_options(const std::string& text, MountOptions& options);
+
+// One `-o a,b=c` string as settings (origin "-o"); a backslash escapes a comma.
+std::vector<cachecore::util::Setting> split_o_options(const std::string& text);
+
+// Applies one (normalized) setting; unknown keys are FUSE options. Returns an error message that
+// names the setting's origin, or empty on success.
+std::string apply_setting(const cachecore::util::Setting& setting, MountOptions& options);
 
 // $PYCACHEFS_STORE, else $XDG_CACHE_HOME/pycachefs, else ~/.cache/pycachefs.
 std::string default_store_dir();

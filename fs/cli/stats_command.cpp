@@ -1,18 +1,28 @@
 #include "cachecore/util/size.hpp"
 #include "fs/cli/commands.hpp"
 #include "fs/cli/mount_stats.hpp"
+#include "fs/cli/store_access.hpp"
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 namespace fs::cli {
 
-int run_stats_mount(const std::string& mountpoint, bool json) {
+int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
     std::string error;
     auto text = read_mount_stats(mountpoint, &error);
     if (!text) {
         std::fprintf(stderr, "pycachefs: %s\n", error.c_str());
         return 1;
+    }
+    if (zero) {
+        // The mount's live counters count since it started; the store's persistent ones reset.
+        MountOptions o;
+        o.store = nlohmann::json::parse(*text).value("store", "");
+        auto store = open_store(o, true);
+        if (!store) return 1;
+        store->zero_counters();
+        if (!json) std::printf("counters of %s reset\n", o.store.c_str());
     }
     if (json) {
         std::printf("%s\n", text->c_str());
