@@ -2,6 +2,7 @@
 
 #include "cachecore/util/log.hpp"
 
+#include <array>
 #include <cstdlib>
 
 namespace fs::cli {
@@ -46,6 +47,15 @@ std::string resolve_options(const std::vector<Setting>& cli, const std::vector<s
         if (s.key == "store")
             return s.origin + ": 'store' cannot be set inside the store directory (set it in " +
                    system_config_path() + ", PYCACHEFS_STORE or with --store)";
+
+    // Every layer must be valid on its own: a broken file is reported even while overridden.
+    const std::array<const std::vector<Setting>*, 5> layers = {&system_layer, &store_layer,
+                                                               &env_layer, &o_layer, &cli};
+    for (const auto* layer : layers) {
+        MountOptions scratch;
+        for (const auto& s : *layer)
+            if (auto err = apply_setting(s, scratch); !err.empty()) return err;
+    }
 
     const std::string source = options.source, mountpoint = options.mountpoint;
     options = MountOptions{};

@@ -38,6 +38,18 @@ interpreters_by_magic(const std::vector<std::string>& pythons) {
     return out;
 }
 
+// Release magic numbers, for entries whose interpreter discovery does not find (another machine's
+// store, or a PATH without it).
+std::string tag_of_release_magic(const std::string& magic_hex) {
+    static const std::map<std::string, std::string> k_release = {
+        {"330d0d0a", "cpython-36"},  {"420d0d0a", "cpython-37"},  {"550d0d0a", "cpython-38"},
+        {"610d0d0a", "cpython-39"},  {"6f0d0d0a", "cpython-310"}, {"a70d0d0a", "cpython-311"},
+        {"cb0d0d0a", "cpython-312"}, {"f30d0d0a", "cpython-313"},
+    };
+    auto it = k_release.find(magic_hex);
+    return it == k_release.end() ? "magic-" + magic_hex : it->second;
+}
+
 } // namespace
 
 int run_store_stats(const Settings& cli, bool json, bool zero) {
@@ -78,7 +90,8 @@ int run_store_stats(const Settings& cli, bool json, bool zero) {
     j["interpreters"] = nlohmann::json::object();
     for (const auto& [magic, m] : per_magic) {
         auto it = known.find(magic);
-        const std::string name = it != known.end() ? it->second.cache_tag : "magic-" + magic;
+        const std::string name =
+            it != known.end() ? it->second.cache_tag : tag_of_release_magic(magic);
         nlohmann::json e = {{"magic", magic},
                             {"entries", m.code + m.errors},
                             {"code_entries", m.code},
