@@ -250,6 +250,7 @@ PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struc
         entry = entry_from(result, interpreter, l.source->bytes);
         const bool ok = entry.kind == store::EntryKind::Code;
         m_impl->count(tag, [&](store::Counters& c) {
+            if (result.joined) return; // counted once, by the caller that compiled
             ++(ok ? c.compiles : c.compile_errors);
             c.compile_seconds += result.seconds;
         });
@@ -315,6 +316,7 @@ BytecodeCache::WarmOutcome BytecodeCache::warm(int dirfd, const std::string& nam
     auto entry = entry_from(result, interpreter, l.source->bytes);
     const bool ok = entry.kind == store::EntryKind::Code;
     m_impl->count(tag, [&](store::Counters& c) {
+        if (result.joined) return; // counted once, by the caller that compiled
         ++(ok ? c.compiles : c.compile_errors);
         c.compile_seconds += result.seconds;
     });

@@ -252,8 +252,10 @@ CompileResult CompilerPool::compile(const hash::ContentHash& key, const CompileR
     }
     impl.start_threads_locked();
     std::shared_ptr<Job> job;
+    bool joined = false;
     auto it = impl.in_flight.find(fresh->flight);
     if (it != impl.in_flight.end()) {
+        joined = true;
         // Single flight: the code is the same for every requester of this (content, level); its
         // co_filename is the first requester's, which importlib rewrites on load anyway.
         job = it->second;
@@ -274,7 +276,9 @@ CompileResult CompilerPool::compile(const hash::ContentHash& key, const CompileR
         impl.work_cv.notify_one();
     }
     impl.done_cv.wait(lock, [&] { return job->done; });
-    return job->result;
+    CompileResult result = job->result;
+    result.joined = joined;
+    return result;
 }
 
 bool CompilerPool::compile_async(const hash::ContentHash& key, CompileRequest request,

@@ -34,6 +34,7 @@ struct CompileResult {
     std::string error_message; // CPython's message (for SyntaxError: the msg attribute)
     int error_line = 0;        // lineno (0 when unknown)
     double seconds = 0;        // wall time spent compiling
+    bool joined = false;       // shared another caller's compile (single flight): not a new compile
 };
 
 enum class Priority { Foreground, Background };

@@ -49,6 +49,22 @@ bool dir_is_empty(const std::string& path) {
     return empty;
 }
 
+// A FUSE mount whose daemon is gone answers ENOTCONN (the kernel may still have the root's
+// attributes cached, so a stat alone can succeed).
+bool is_dead_mount(const std::string& path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) < 0) return errno == ENOTCONN;
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOTCONN;
+    ::close(fd);
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return errno == ENOTCONN;
+    errno = 0;
+    bool dead = !::readdir(d) && errno == ENOTCONN;
+    ::closedir(d);
+    return dead;
+}
+
 // Returns an error message, or empty when the paths are usable.
 std::string check_paths(MountOptions& o) {
     o.source = absolute(o.source);
@@ -57,17 +73,15 @@ std::string check_paths(MountOptions& o) {
     if (::stat(o.source.c_str(), &st) < 0)
         return "source '" + o.source + "': " + std::strerror(errno);
     if (!S_ISDIR(st.st_mode)) return "source '" + o.source + "' is not a directory";
-    if (::stat(o.mountpoint.c_str(), &st) < 0) {
-        if (errno != ENOTCONN)
-            return "mount point '" + o.mountpoint + "': " + std::strerror(errno) +
-                   " (create it with mkdir)";
+    if (is_dead_mount(o.mountpoint)) {
         // A daemon died without unmounting: detach the dead mount and reuse the directory.
         if (auto err = unmount_path(o.mountpoint, true); !err.empty())
             return "mount point '" + o.mountpoint +
                    "' is a stale mount that cannot be detached: " + err;
-        if (::stat(o.mountpoint.c_str(), &st) < 0)
-            return "mount point '" + o.mountpoint + "': " + std::strerror(errno);
     }
+    if (::stat(o.mountpoint.c_str(), &st) < 0)
+        return "mount point '" + o.mountpoint + "': " + std::strerror(errno) +
+               " (create it with mkdir)";
     if (!S_ISDIR(st.st_mode)) return "mount point '" + o.mountpoint + "' is not a directory";
     if (!o.nonempty && !dir_is_empty(o.mountpoint))
         return "mount point '" + o.mountpoint +

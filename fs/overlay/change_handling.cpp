@@ -52,6 +52,10 @@ void OverlayFs::on_change(Inode& dir, const std::string& name, bool dir_itself) 
     }
     const fuse_ino_t pycache_ino = m_table.to_fuse(*pycache);
     for (auto& [pyc_name, pyc] : affected) {
+        {
+            std::lock_guard lock(pyc->pyc->push_mutex);
+            ++pyc->pyc->generation;
+        }
         fuse_lowlevel_notify_inval_inode(m_session, m_table.to_fuse(*pyc), 0, 0);
         fuse_lowlevel_notify_inval_entry(m_session, pycache_ino, pyc_name.c_str(), pyc_name.size());
     }

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,6 +44,8 @@ struct DirState {
 // A served pyc: the complete file and the source version it was built from.
 struct PycBlob {
     std::string bytes;
+    bool compiled = false;                   // built by a compile (not from the store)
+    mutable std::atomic<bool> pushed{false}; // already placed in the kernel's page cache
     cachecore::SourceStamp stamp;
     struct stat source_st {};
 };
@@ -54,6 +57,10 @@ struct PycState {
     std::mutex build_mutex;              // serializes rebuilds (a compile may run under it)
     std::mutex blob_mutex;               // guards `blob` only, held briefly
     std::shared_ptr<const PycBlob> blob; // what the kernel was last told (size and bytes agree)
+    // Orders page-cache pushes against invalidations: a push made for an older generation
+    // than the latest invalidation is skipped (it would put stale bytes back).
+    std::mutex push_mutex;
+    std::uint64_t generation = 0; // guarded by push_mutex
 
     std::shared_ptr<const PycBlob> current() {
         std::lock_guard lock(blob_mutex);
@@ -69,6 +76,7 @@ struct PycacheState {
     Inode* real_dir = nullptr; // owner; outlives this inode
     std::mutex mutex;
     std::map<std::string, std::unique_ptr<Inode>> pycs;
+    std::set<std::pair<int, int>> prefetched; // (interpreter index, optimize) compiled ahead
 };
 
 // fuse_ino_t is the address of an Inode (O(1) resolution, as in passthrough_hp).

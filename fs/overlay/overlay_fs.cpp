@@ -1,6 +1,7 @@
 #include "fs/overlay/overlay_fs.hpp"
 
 #include "cachecore/util/log.hpp"
+#include "fs/overlay/background_queue.hpp"
 #include "fs/overlay/change_watcher.hpp"
 
 #include <climits>
@@ -28,15 +29,18 @@ OverlayFs::~OverlayFs() {
 
 void OverlayFs::start(fuse_session* session) {
     m_session = session;
+    m_background = std::make_unique<BackgroundQueue>();
     m_watcher = std::make_unique<ChangeWatcher>(*this);
     m_table.set_on_erase([this](Inode& inode) {
         if (inode.dir && inode.dir->watch >= 0 && m_watcher) m_watcher->unwatch(inode.dir->watch);
     });
     Inode& root = m_table.root();
     root.dir->watch = m_watcher->watch(root);
+    root.watched = root.dir->watch >= 0;
 }
 
 void OverlayFs::stop() {
+    if (m_background) m_background->stop();
     if (m_watcher) m_watcher->stop();
 }
 

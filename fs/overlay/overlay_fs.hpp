@@ -16,6 +16,7 @@
 namespace fs::overlay {
 
 class ChangeWatcher;
+class BackgroundQueue;
 
 // The filesystem: real files pass through (passthrough_hp's design), every directory holding a
 // `*.py` shows a virtual `__pycache__` whose pycs come from the BytecodeCache.
@@ -96,6 +97,8 @@ private:
     double pyc_timeout(const Inode& pyc, const PycBlob& blob) const;
     void readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off_t off, bool plus);
     void read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off);
+    void prefetch_siblings(Inode& pycache, const PycState& state);
+    void push_to_page_cache(Inode& pyc, std::shared_ptr<const PycBlob> blob);
     int interpreter_index(const std::string& tag) const;
 
     OverlayConfig m_config;
@@ -106,6 +109,7 @@ private:
     std::map<std::string, int> m_tag_index;
     fuse_session* m_session = nullptr;
     std::unique_ptr<ChangeWatcher> m_watcher;
+    std::unique_ptr<BackgroundQueue> m_background;
     std::atomic<std::uint64_t> m_next_virtual_ino{1};
     bool m_chown_new_files = false; // running as root: new files go to the requester
 };

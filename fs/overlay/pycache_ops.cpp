@@ -1,6 +1,7 @@
 // The virtual __pycache__ directories and the pycs inside them.
 #include "cachecore/pyc/cache_name.hpp"
 #include "cachecore/util/log.hpp"
+#include "fs/overlay/background_queue.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
@@ -160,9 +161,60 @@ int OverlayFs::pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlo
     blob->bytes = std::move(pyc_result.bytes);
     blob->stamp = pyc_result.stamp;
     blob->source_st = st;
+    blob->compiled = pyc_result.compiled;
     state.set(blob);
     out = std::move(blob);
+    // Cold directory: compile the sibling modules ahead, so later imports find them ready.
+    if (pyc_result.compiled) prefetch_siblings(*pyc.parent, state);
     return 0;
+}
+
+void OverlayFs::prefetch_siblings(Inode& pycache, const PycState& state) {
+    if (!m_background) return;
+    const int index = interpreter_index(state.interpreter->cache_tag);
+    {
+        std::lock_guard lock(pycache.pycache->mutex);
+        if (!pycache.pycache->prefetched.emplace(index, state.optimize).second) return;
+    }
+    Inode& dir = *pycache.parent;
+    std::vector<std::string> modules;
+    {
+        std::lock_guard lock(dir.dir->mutex);
+        modules = dir.dir->py_modules;
+    }
+    constexpr std::size_t k_max_siblings = 512;
+    if (modules.size() > k_max_siblings) modules.resize(k_max_siblings);
+    // The job owns a duplicate of the directory descriptor: the inode may be forgotten meanwhile.
+    int fd = ::fcntl(dir.fd.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return;
+    auto dirfd = std::make_shared<cachecore::util::UniqueFd>(fd);
+    const auto* interpreter = state.interpreter;
+    const int optimize = state.optimize;
+    const std::string self = state.module;
+    m_background->post([this, dirfd, modules = std::move(modules), interpreter, optimize, self] {
+        for (const auto& module : modules) {
+            if (module != self)
+                m_cache.prefetch(dirfd->get(), module + ".py", *interpreter, optimize);
+        }
+    });
+}
+
+void OverlayFs::push_to_page_cache(Inode& pyc, std::shared_ptr<const PycBlob> blob) {
+    if (!m_background || !m_session || blob->pushed.exchange(true)) return;
+    std::uint64_t generation;
+    {
+        std::lock_guard lock(pyc.pyc->push_mutex);
+        generation = pyc.pyc->generation;
+    }
+    const fuse_ino_t ino = m_table.to_fuse(pyc);
+    m_background->post([this, &pyc, ino, blob = std::move(blob), generation] {
+        // The kernel would otherwise ask for these bytes with a READ right after the lookup.
+        std::lock_guard lock(pyc.pyc->push_mutex);
+        if (pyc.pyc->generation != generation || pyc.pyc->current() != blob) return;
+        fuse_bufvec buf = FUSE_BUFVEC_INIT(blob->bytes.size());
+        buf.buf[0].mem = const_cast<char*>(blob->bytes.data());
+        fuse_lowlevel_notify_store(m_session, ino, 0, &buf, fuse_buf_copy_flags(0));
+    });
 }
 
 void OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name) {
@@ -197,7 +249,9 @@ void OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char*
     e.ino = m_table.to_fuse(*pyc);
     fill_pyc_attr(*pyc, *blob, e.attr);
     e.attr_timeout = e.entry_timeout = pyc_timeout(*pyc, *blob);
+    const bool world_readable = blob->source_st.st_mode & S_IROTH;
     fuse_reply_entry(req, &e);
+    if (world_readable) push_to_page_cache(*pyc, std::move(blob));
 }
 
 void OverlayFs::read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off) {

@@ -300,13 +300,22 @@ def release_mount(path):
 
 
 def pid_alive(pid):
-    """True while pid exists and is not a zombie."""
+    """True while any thread of pid is alive (not a zombie). A multi-threaded process whose
+    main thread has exited shows as a zombie while its other threads still run (and still
+    serve FUSE requests), so every thread is checked."""
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        tids = os.listdir("/proc/%d/task" % pid)
+    except (FileNotFoundError, ProcessLookupError):
         return False
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def descendants(pid):
