@@ -78,6 +78,11 @@ store::Entry entry_from(const python::CompileResult& result, const python::Inter
     return entry;
 }
 
+// warm() leaves reporting to its caller (`pycachefs warm` lists errors in its summary).
+void log_compile_error(const store::Entry& entry, const std::string& file, const std::string& tag) {
+    LOG_WARN(compile_error(entry.error, file).message + " (" + tag + ")");
+}
+
 bool storable(python::CompileResult::Status s) {
     using S = python::CompileResult::Status;
     return s == S::Ok || s == S::CompileError || s == S::Crashed;
@@ -254,6 +259,8 @@ PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struc
             ++(ok ? c.compiles : c.compile_errors);
             c.compile_seconds += result.seconds;
         });
+        // One line per distinct content: later imports hit the stored negative entry.
+        if (!ok && !result.joined) log_compile_error(entry, file, tag);
         m_impl->put_entry(m_store, l.key, entry);
         pyc.compiled = true;
     }
@@ -342,7 +349,7 @@ void BytecodeCache::prefetch(int dirfd, const std::string& name,
     // Runs on a pool thread; the pools are destroyed before `impl`, so `impl` outlives it.
     pool_for(interpreter)
         .compile_async(l->content, std::move(request),
-                       [impl, st, key, source, interp](const python::CompileResult& result) {
+                       [impl, st, key, source, interp, file](const python::CompileResult& result) {
                            if (!storable(result.status)) return;
                            auto entry = entry_from(result, interp, *source);
                            const bool ok = entry.kind == store::EntryKind::Code;
@@ -350,6 +357,7 @@ void BytecodeCache::prefetch(int dirfd, const std::string& name,
                                ++(ok ? c.compiles : c.compile_errors);
                                c.compile_seconds += result.seconds;
                            });
+                           if (!ok) log_compile_error(entry, file, interp.cache_tag);
                            impl->put_entry(*st, key, entry);
                        });
 }

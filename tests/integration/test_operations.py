@@ -329,6 +329,25 @@ class OperationsTest(harness.MountTestCase):
         self.assertEqual(proc.returncode, 2)
         self.assertIn("PYCACHEFS_MAX_SIZE", proc.stderr)
 
+    def test_daemon_logs_each_compile_error_once(self):
+        tree = {"pkg": {"__init__.py": "", "ok.py": "A = 1\n", "bad.py": "X = 1\ndef f(:\n"}}
+        m = self.mount(tree, pythons=[self.py])
+        for _ in range(3):
+            proc = harness.run_python(self.py, "import pkg.bad", sys_path=[m.mountpoint])
+            self.assertIn("SyntaxError", proc.stderr)
+        bad = m.src("pkg", "bad.py")
+
+        def lines():
+            with open(m.log_file) as f:
+                return [line for line in f if "bad.py" in line]
+
+        harness.wait_until(lambda: lines(), 5, 0.1)
+        found = lines()
+        self.assertEqual(len(found), 1, "want one log line, got:\n%s" % m.log_tail())
+        self.assertIn("warning", found[0])
+        self.assertRegex(found[0], r"%s:2: SyntaxError: " % re.escape(bad))
+        self.assertIn(self.py.tag, found[0])
+
     def test_help_and_version(self):
         version = self.ok(self.tool("--version"), "--version")
         self.assertRegex(version.stdout, r"^pycachefs \d+\.\d+")
