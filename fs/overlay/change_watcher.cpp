@@ -66,6 +66,29 @@ void ChangeWatcher::unwatch(int wd) {
     ::inotify_rm_watch(m_inotify.get(), wd);
 }
 
+void ChangeWatcher::reinvalidate(std::uint64_t parent, std::string name, std::uint64_t ino) {
+    {
+        std::lock_guard lock(m_mutex);
+        m_reinvalidations.push_back({parent, std::move(name), ino});
+    }
+    std::uint64_t one = 1;
+    (void)!::write(m_wake.get(), &one, sizeof one);
+}
+
+void ChangeWatcher::drain_reinvalidations() {
+    std::vector<Reinvalidation> todo;
+    {
+        std::lock_guard lock(m_mutex);
+        todo.swap(m_reinvalidations);
+    }
+    fuse_session* se = m_fs.m_session;
+    for (const auto& r : todo) {
+        if (r.ino) fuse_lowlevel_notify_inval_inode(se, r.ino, 0, 0);
+        if (!r.name.empty())
+            fuse_lowlevel_notify_inval_entry(se, r.parent, r.name.c_str(), r.name.size());
+    }
+}
+
 std::string ChangeWatcher::describe() const {
     std::lock_guard lock(m_mutex);
     return m_inotify ? "inotify (" + std::to_string(m_watches.size()) + " directories)" : "none";
@@ -80,7 +103,13 @@ void ChangeWatcher::run() {
             LOG_ERROR(std::string("watcher poll failed: ") + std::strerror(errno));
             return;
         }
-        if (fds[1].revents) return;
+        if (m_stopping) return;
+        if (fds[1].revents) {
+            std::uint64_t count;
+            (void)!::read(m_wake.get(), &count, sizeof count);
+            drain_reinvalidations();
+        }
+        if (!fds[0].revents) continue;
 
         // Drain everything available, then handle each (directory, name) once.
         std::set<std::pair<int, std::string>> changes;
@@ -102,6 +131,8 @@ void ChangeWatcher::run() {
                     self_changes.insert(ev->wd);
             }
         }
+        // Every reply built from now on may predate what this batch invalidates.
+        ++m_fs.m_change_epoch;
         auto resolve = [this](int wd) -> std::pair<dev_t, ino_t> {
             std::lock_guard lock(m_mutex);
             auto it = m_watches.find(wd);

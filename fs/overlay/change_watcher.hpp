@@ -3,11 +3,13 @@
 #include "cachecore/util/unique_fd.hpp"
 
 #include <atomic>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
 #include <sys/types.h>
 #include <thread>
+#include <vector>
 
 namespace fs::overlay {
 
@@ -29,16 +31,29 @@ public:
     int watch(const Inode& dir);
     void unwatch(int wd);
     void stop();
+
+    // Drops a name and an inode from the kernel's caches once more, from the watcher thread: a
+    // reply built before a change but delivered after that change's invalidation would otherwise
+    // leave stale attributes or a stale negative entry behind. `ino` 0 = the name only.
+    void reinvalidate(std::uint64_t parent, std::string name, std::uint64_t ino);
     std::string describe() const;
 
 private:
     void run();
+    void drain_reinvalidations();
+
+    struct Reinvalidation {
+        std::uint64_t parent;
+        std::string name;
+        std::uint64_t ino;
+    };
 
     OverlayFs& m_fs;
     cachecore::util::UniqueFd m_inotify;
     cachecore::util::UniqueFd m_wake; // eventfd that ends run()
     mutable std::mutex m_mutex;
     std::map<int, std::pair<dev_t, ino_t>> m_watches;
+    std::vector<Reinvalidation> m_reinvalidations; // guarded by m_mutex
     std::atomic<bool> m_warned_limit{false};
     std::atomic<bool> m_stopping{false};
     std::thread m_thread;

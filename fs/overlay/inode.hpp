@@ -44,8 +44,9 @@ struct DirState {
 // A served pyc: the complete file and the source version it was built from.
 struct PycBlob {
     std::string bytes;
-    bool compiled = false;                   // built by a compile (not from the store)
-    mutable std::atomic<bool> pushed{false}; // already placed in the kernel's page cache
+    bool compiled = false;                      // built by a compile (not from the store)
+    mutable std::atomic<bool> pushed{false};    // a page-cache push was queued
+    mutable std::atomic<bool> delivered{false}; // counted in the served statistics
     cachecore::SourceStamp stamp;
     struct stat source_st {};
 };

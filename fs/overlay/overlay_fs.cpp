@@ -48,6 +48,11 @@ double OverlayFs::timeout_for(const Inode& dir) const {
     return dir.dir && dir.dir->watch >= 0 ? m_config.timeout : m_config.unwatched_timeout;
 }
 
+void OverlayFs::after_reply(std::uint64_t epoch, fuse_ino_t parent, const char* name,
+                            fuse_ino_t ino) {
+    if (m_change_epoch.load() != epoch && m_watcher) m_watcher->reinvalidate(parent, name, ino);
+}
+
 bool OverlayFs::is_pycache_name(const char* name) const {
     return m_config.hide_real_pycache && std::strcmp(name, "__pycache__") == 0;
 }

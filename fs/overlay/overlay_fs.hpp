@@ -79,6 +79,7 @@ private:
 
     Inode& inode(fuse_ino_t ino) { return m_table.from_fuse(ino); }
     double timeout_for(const Inode& dir) const;
+    void after_reply(std::uint64_t epoch, fuse_ino_t parent, const char* name, fuse_ino_t ino);
     bool is_pycache_name(const char* name) const;
     int writable_dir_error(const Inode& parent, const char* name) const; // write_ops.cpp
 
@@ -90,7 +91,8 @@ private:
 
     // pycache_ops.cpp
     Inode& pycache_of(Inode& dir);
-    void lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name);
+    // Replies; returns the inode given to the kernel (0 for an error).
+    fuse_ino_t lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name);
     int pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlob>& out);
     void fill_pycache_attr(const Inode& pycache, struct stat& st);
     void fill_pyc_attr(const Inode& pyc, const PycBlob& blob, struct stat& st) const;
@@ -99,6 +101,7 @@ private:
     void read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off);
     void prefetch_siblings(Inode& pycache, const PycState& state);
     void push_to_page_cache(Inode& pyc, std::shared_ptr<const PycBlob> blob);
+    void count_delivery(const Inode& pyc, const PycBlob& blob);
     int interpreter_index(const std::string& tag) const;
 
     OverlayConfig m_config;
@@ -111,6 +114,9 @@ private:
     std::unique_ptr<ChangeWatcher> m_watcher;
     std::unique_ptr<BackgroundQueue> m_background;
     std::atomic<std::uint64_t> m_next_virtual_ino{1};
+    // Bumped by the watcher before each batch of invalidations; a reply whose data was gathered
+    // under an older epoch is invalidated again once the kernel has it (see after_reply).
+    std::atomic<std::uint64_t> m_change_epoch{0};
     bool m_chown_new_files = false; // running as root: new files go to the requester
 };
 

@@ -217,11 +217,11 @@ void OverlayFs::push_to_page_cache(Inode& pyc, std::shared_ptr<const PycBlob> bl
     });
 }
 
-void OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name) {
+fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name) {
     auto parsed = cachecore::pyc::parse_cache_name(name);
-    if (!parsed) return (void)fuse_reply_err(req, ENOENT);
+    if (!parsed) return fuse_reply_err(req, ENOENT), 0;
     int index = interpreter_index(parsed->cache_tag);
-    if (index < 0) return (void)fuse_reply_err(req, ENOENT);
+    if (index < 0) return fuse_reply_err(req, ENOENT), 0;
     ++m_stats.per_interpreter[std::size_t(index)].lookups;
 
     Inode* pyc;
@@ -243,7 +243,7 @@ void OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char*
         pyc = slot.get();
     }
     std::shared_ptr<const PycBlob> blob;
-    if (int err = pyc_blob(req, *pyc, blob)) return (void)fuse_reply_err(req, err);
+    if (int err = pyc_blob(req, *pyc, blob)) return fuse_reply_err(req, err), 0;
     m_table.add_lookup(*pyc);
     fuse_entry_param e{};
     e.ino = m_table.to_fuse(*pyc);
@@ -251,7 +251,10 @@ void OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char*
     e.attr_timeout = e.entry_timeout = pyc_timeout(*pyc, *blob);
     const bool world_readable = blob->source_st.st_mode & S_IROTH;
     fuse_reply_entry(req, &e);
+    // Served: the kernel now has the exact size and gets the bytes by READ or by the push.
+    count_delivery(*pyc, *blob);
     if (world_readable) push_to_page_cache(*pyc, std::move(blob));
+    return e.ino;
 }
 
 void OverlayFs::read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off) {
@@ -264,14 +267,16 @@ void OverlayFs::read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off) {
     const std::string& bytes = blob->bytes;
     if (off < 0 || std::size_t(off) >= bytes.size()) return (void)fuse_reply_buf(req, nullptr, 0);
     std::size_t n = std::min(size, bytes.size() - std::size_t(off));
-    if (off == 0) {
-        auto& live =
-            m_stats
-                .per_interpreter[std::size_t(interpreter_index(pyc.pyc->interpreter->cache_tag))];
-        ++live.pycs_served;
-        live.bytes_served += bytes.size();
-    }
+    if (off == 0) count_delivery(pyc, *blob);
     fuse_reply_buf(req, bytes.data() + off, n);
+}
+
+void OverlayFs::count_delivery(const Inode& pyc, const PycBlob& blob) {
+    if (blob.delivered.exchange(true)) return; // each version of a pyc is counted once
+    auto& live =
+        m_stats.per_interpreter[std::size_t(interpreter_index(pyc.pyc->interpreter->cache_tag))];
+    ++live.pycs_served;
+    live.bytes_served += blob.bytes.size();
 }
 
 void OverlayFs::readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off_t off, bool plus) {

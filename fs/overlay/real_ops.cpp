@@ -23,6 +23,18 @@ bool ends_with_py(const char* name, std::size_t len) {
     return len > 3 && std::memcmp(name + len - 3, ".py", 3) == 0;
 }
 
+// readdirplus hands out attributes only for what imports stat next: directories (packages) and
+// module files. Anything else (editor and tool temporaries) gets a bare name.
+bool worth_attributes(const DirEntry& entry) {
+    if (entry.type == DT_DIR) return true;
+    const std::string& n = entry.name;
+    auto ends = [&](std::string_view suffix) {
+        return n.size() > suffix.size() &&
+               n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    return ends(".py") || ends(".so") || ends(".pyc") || ends(".pth");
+}
+
 void reply_negative(fuse_req_t req, double timeout) {
     // An entry with ino 0 is a cached negative dentry; a plain ENOENT is never cached.
     fuse_entry_param e{};
@@ -56,8 +68,12 @@ int OverlayFs::lookup_real(Inode& parent, const char* name, fuse_entry_param& e)
 
 void OverlayFs::op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
     ++m_stats.lookups;
+    const std::uint64_t epoch = m_change_epoch.load();
     Inode& parent = inode(parent_ino);
-    if (parent.kind == InodeKind::PycacheDir) return lookup_pycache_entry(req, parent, name);
+    if (parent.kind == InodeKind::PycacheDir) {
+        fuse_ino_t ino = lookup_pycache_entry(req, parent, name);
+        return after_reply(epoch, parent_ino, name, ino);
+    }
     if (parent.kind != InodeKind::Real || !parent.dir) return (void)fuse_reply_err(req, ENOTDIR);
 
     if (is_pycache_name(name)) {
@@ -67,21 +83,29 @@ void OverlayFs::op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* nam
             std::lock_guard lock(parent.dir->mutex);
             has_py = parent.dir->has_py;
         }
-        if (!has_py) return reply_negative(req, timeout_for(parent));
+        if (!has_py) {
+            reply_negative(req, timeout_for(parent));
+            return after_reply(epoch, parent_ino, name, 0);
+        }
         Inode& pycache = pycache_of(parent);
         m_table.add_lookup(pycache);
         fuse_entry_param e{};
         e.ino = m_table.to_fuse(pycache);
         fill_pycache_attr(pycache, e.attr);
         e.attr_timeout = e.entry_timeout = timeout_for(parent);
-        return (void)fuse_reply_entry(req, &e);
+        fuse_reply_entry(req, &e);
+        return after_reply(epoch, parent_ino, name, e.ino);
     }
 
     fuse_entry_param e;
     int err = lookup_real(parent, name, e);
-    if (err == ENOENT) return reply_negative(req, timeout_for(parent));
+    if (err == ENOENT) {
+        reply_negative(req, timeout_for(parent));
+        return after_reply(epoch, parent_ino, name, 0);
+    }
     if (err) return (void)fuse_reply_err(req, err);
     fuse_reply_entry(req, &e);
+    after_reply(epoch, parent_ino, name, e.ino);
 }
 
 void OverlayFs::op_forget(fuse_ino_t ino, std::uint64_t n) {
@@ -231,8 +255,10 @@ void OverlayFs::op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     Inode& dir = inode(ino);
     if (dir.kind == InodeKind::PycacheDir) return readdir_pycache(req, dir, size, off, plus);
     if (dir.kind != InodeKind::Real || !dir.dir) return (void)fuse_reply_err(req, ENOTDIR);
+    const std::uint64_t epoch = m_change_epoch.load();
     auto listing = dir_listing(dir);
     if (!listing) return (void)fuse_reply_err(req, EIO);
+    std::vector<std::pair<const char*, fuse_ino_t>> given; // readdirplus entries, for after_reply
 
     std::vector<char> buf(size);
     std::size_t used = 0;
@@ -261,6 +287,11 @@ void OverlayFs::op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
             e.ino = m_table.to_fuse(*acquired);
             fill_pycache_attr(*acquired, e.attr);
             e.attr_timeout = e.entry_timeout = timeout_for(dir);
+        } else if (!worth_attributes(entry)) {
+            // A name only: the kernel looks it up if someone asks. Temporary files that are
+            // renamed over modules must not enter the kernel's cache with their attributes.
+            e.attr.st_ino = entry.ino;
+            e.attr.st_mode = mode_t(entry.type) << 12;
         } else {
             if (lookup_real(dir, name, e) != 0) continue; // vanished since the scan
             acquired = &m_table.from_fuse(e.ino);
@@ -271,8 +302,10 @@ void OverlayFs::op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
             break;
         }
         used += n;
+        if (acquired) given.emplace_back(name, e.ino);
     }
     fuse_reply_buf(req, buf.data(), used);
+    for (const auto& [name, child] : given) after_reply(epoch, ino, name, child);
 }
 
 void OverlayFs::op_statfs(fuse_req_t req, fuse_ino_t) {

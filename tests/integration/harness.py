@@ -704,9 +704,11 @@ class MountTestCase(unittest.TestCase):
                          % (what, proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:]))
 
     def assertNoMountLeft(self, m):
-        self.assertFalse(is_mounted(m.mountpoint), "%s still in /proc/mounts" % m.mountpoint)
+        # Unmounting after a signal takes the daemon a moment: wait for it, then look.
         if m.pid is not None:
             self.assertTrue(m.wait_daemon_exit(15), "daemon pid %d still alive" % m.pid)
+        self.assertTrue(wait_until(lambda: not is_mounted(m.mountpoint), 5),
+                        "%s still in /proc/mounts" % m.mountpoint)
 
 
 def main():
