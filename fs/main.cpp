@@ -77,6 +77,8 @@ void add_mount_options(CLI::App& cmd, SettingOptions& s, fs::cli::MountOptions& 
            "timestamp (default), checked-hash or unchecked-hash pyc headers");
     s.text(cmd, "--real-pycache", "real_pycache",
            "hide (default): virtual __pycache__; show: pass real ones through");
+    s.text(cmd, "--watcher", "watcher",
+           "auto (default: fanotify when permitted, else inotify), fanotify or inotify");
     s.flag(cmd, "-f,--foreground", "foreground", "Stay in the foreground, log to stderr");
     s.flag(cmd, "-d,--debug", "debug", "Debug log (see --fuse-debug for FUSE requests)");
     s.flag(cmd, "--fuse-debug", "fuse_debug", "Print every FUSE request (libfuse's -d)");

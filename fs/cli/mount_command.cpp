@@ -214,6 +214,7 @@ int run_mount(MountOptions o) {
     config.mountpoint = o.mountpoint;
     config.rw = o.rw;
     config.hide_real_pycache = o.hide_real_pycache;
+    config.watcher = o.watcher;
     config.pyc_mode = o.pyc_mode;
     config.interpreters = served;
     config.listed_tags = listed;

@@ -83,6 +83,10 @@ std::string apply_setting(const Setting& s, MountOptions& o) {
     } else if (key == "real_pycache") {
         if (value != "hide" && value != "show") return invalid("hide or show");
         o.hide_real_pycache = value == "hide";
+    } else if (key == "watcher") {
+        if (value != "auto" && value != "fanotify" && value != "inotify")
+            return invalid("auto, fanotify or inotify");
+        o.watcher = value;
     } else if (key == "foreground")
         return flag(o.foreground);
     else if (key == "debug")

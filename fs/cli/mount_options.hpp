@@ -20,6 +20,7 @@ struct MountOptions {
     bool rw = false;
     cachecore::pyc::PycMode pyc_mode = cachecore::pyc::PycMode::Timestamp;
     bool hide_real_pycache = true;
+    std::string watcher = "auto"; // auto | fanotify | inotify
     bool foreground = false;
     bool debug = false; // debug log (and libfuse's request trace with -d -d)
     bool fuse_debug = false;

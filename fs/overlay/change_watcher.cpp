@@ -4,9 +4,11 @@
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <set>
 #include <sys/eventfd.h>
+#include <sys/fanotify.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 #include <vector>
@@ -18,11 +20,48 @@ constexpr std::uint32_t k_mask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVE
                                  IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF |
                                  IN_ONLYDIR | IN_EXCL_UNLINK;
 
+constexpr std::uint64_t k_fan_mask = FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO |
+                                     FAN_MODIFY | FAN_ATTRIB | FAN_CLOSE_WRITE | FAN_DELETE_SELF |
+                                     FAN_MOVE_SELF | FAN_ONDIR;
+
+// The identity fanotify reports for a directory: its file handle (type and bytes).
+std::string handle_key(int fd) {
+    struct {
+        file_handle fh;
+        unsigned char bytes[MAX_HANDLE_SZ];
+    } h{};
+    h.fh.handle_bytes = MAX_HANDLE_SZ;
+    int mount_id;
+    if (::name_to_handle_at(fd, "", &h.fh, &mount_id, AT_EMPTY_PATH) < 0) return {};
+    std::string key(reinterpret_cast<const char*>(&h.fh.handle_type), sizeof h.fh.handle_type);
+    key.append(reinterpret_cast<const char*>(h.fh.f_handle), h.fh.handle_bytes);
+    return key;
+}
+
 } // namespace
 
 ChangeWatcher::ChangeWatcher(OverlayFs& fs) : m_fs(fs) {
-    m_inotify.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     m_wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    // fanotify watches the whole source filesystem with one mark (no per-directory limit), but
+    // needs CAP_SYS_ADMIN; inotify watches each looked-up directory and works for everyone.
+    const std::string& wanted = fs.m_config.watcher;
+    if (wanted != "inotify")
+        m_fanotify.reset(
+            ::fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME,
+                            O_RDONLY | O_CLOEXEC));
+    if (m_fanotify && ::fanotify_mark(m_fanotify.get(), FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
+                                      k_fan_mask, AT_FDCWD, fs.m_config.source.c_str()) < 0) {
+        LOG_INFO(std::string("fanotify mark refused (") + std::strerror(errno) +
+                 "): watching directories with inotify");
+        m_fanotify.reset();
+    }
+    if (!m_fanotify && wanted == "fanotify")
+        LOG_WARN("fanotify is not permitted here (needs CAP_SYS_ADMIN): using inotify");
+    if (m_fanotify) {
+        m_thread = std::thread([this] { run(); });
+        return;
+    }
+    m_inotify.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!m_inotify) {
         LOG_WARN(std::string("inotify unavailable (") + std::strerror(errno) +
                  "): changes beneath the mount show after the short kernel timeout");
@@ -45,6 +84,16 @@ void ChangeWatcher::stop() {
 }
 
 int ChangeWatcher::watch(const Inode& dir) {
+    if (m_fanotify) {
+        std::string key = handle_key(dir.fd.get());
+        if (key.empty()) return -1;
+        std::lock_guard lock(m_mutex);
+        int id = ++m_next_id;
+        m_watches[id] = {dir.st_dev, dir.st_ino};
+        m_handle_ids[key] = id;
+        m_id_handles[id] = std::move(key);
+        return id;
+    }
     if (!m_inotify) return -1;
     int wd = ::inotify_add_watch(m_inotify.get(), ProcPath(dir.fd.get()).c_str(), k_mask);
     if (wd < 0) {
@@ -62,6 +111,13 @@ void ChangeWatcher::unwatch(int wd) {
     {
         std::lock_guard lock(m_mutex);
         if (!m_watches.erase(wd)) return;
+        if (m_fanotify) {
+            if (auto it = m_id_handles.find(wd); it != m_id_handles.end()) {
+                m_handle_ids.erase(it->second);
+                m_id_handles.erase(it);
+            }
+            return;
+        }
     }
     ::inotify_rm_watch(m_inotify.get(), wd);
 }
@@ -91,13 +147,16 @@ void ChangeWatcher::drain_reinvalidations() {
 
 std::string ChangeWatcher::describe() const {
     std::lock_guard lock(m_mutex);
+    if (m_fanotify)
+        return "fanotify (filesystem mark, " + std::to_string(m_watches.size()) + " directories)";
     return m_inotify ? "inotify (" + std::to_string(m_watches.size()) + " directories)" : "none";
 }
 
 void ChangeWatcher::run() {
     alignas(inotify_event) char buf[64 * 1024];
     while (!m_stopping) {
-        pollfd fds[2] = {{m_inotify.get(), POLLIN, 0}, {m_wake.get(), POLLIN, 0}};
+        const int events_fd = m_fanotify ? m_fanotify.get() : m_inotify.get();
+        pollfd fds[2] = {{events_fd, POLLIN, 0}, {m_wake.get(), POLLIN, 0}};
         if (::poll(fds, 2, -1) < 0) {
             if (errno == EINTR) continue;
             LOG_ERROR(std::string("watcher poll failed: ") + std::strerror(errno));
@@ -115,7 +174,8 @@ void ChangeWatcher::run() {
         std::set<std::pair<int, std::string>> changes;
         std::set<int> self_changes, lost;
         bool overflow = false;
-        for (;;) {
+        if (m_fanotify) read_fanotify(changes, self_changes, overflow);
+        for (; !m_fanotify;) {
             ssize_t n = ::read(m_inotify.get(), buf, sizeof buf);
             if (n <= 0) break;
             for (char* p = buf; p < buf + n;) {
@@ -147,7 +207,7 @@ void ChangeWatcher::run() {
             m_fs.m_table.unpin(*dir);
         };
         if (overflow) {
-            LOG_WARN("change events were lost (inotify queue overflow): invalidating everything");
+            LOG_WARN("change events were lost (queue overflow): invalidating everything");
             for (Inode* dir : m_fs.m_table.pin_all_dirs()) {
                 m_fs.on_change(*dir, {}, true);
                 m_fs.m_table.unpin(*dir);
@@ -163,6 +223,52 @@ void ChangeWatcher::run() {
             with_dir(wd, [&](Inode& dir) { m_fs.on_watch_lost(dir); });
             std::lock_guard lock(m_mutex);
             m_watches.erase(wd);
+        }
+    }
+}
+
+void ChangeWatcher::read_fanotify(std::set<std::pair<int, std::string>>& changes,
+                                  std::set<int>& self_changes, bool& overflow) {
+    alignas(fanotify_event_metadata) char buf[64 * 1024];
+    for (;;) {
+        ssize_t n = ::read(m_fanotify.get(), buf, sizeof buf);
+        if (n <= 0) return;
+        std::lock_guard lock(m_mutex); // m_handle_ids
+        auto* ev = reinterpret_cast<fanotify_event_metadata*>(buf);
+        for (; FAN_EVENT_OK(ev, n); ev = FAN_EVENT_NEXT(ev, n)) {
+            if (ev->mask & FAN_Q_OVERFLOW) {
+                overflow = true;
+                continue;
+            }
+            if (ev->fd >= 0) ::close(ev->fd); // not sent in FID mode; never leak one
+            // Info records follow the metadata: the directory's handle, then the name.
+            char* p = reinterpret_cast<char*>(ev) + ev->metadata_len;
+            char* end = reinterpret_cast<char*>(ev) + ev->event_len;
+            while (p + sizeof(fanotify_event_info_header) <= end) {
+                auto* hdr = reinterpret_cast<fanotify_event_info_header*>(p);
+                if (hdr->len == 0 || p + hdr->len > end) break;
+                if (hdr->info_type == FAN_EVENT_INFO_TYPE_DFID_NAME ||
+                    hdr->info_type == FAN_EVENT_INFO_TYPE_DFID ||
+                    hdr->info_type == FAN_EVENT_INFO_TYPE_FID) {
+                    auto* info = reinterpret_cast<fanotify_event_info_fid*>(p);
+                    auto* fh = reinterpret_cast<file_handle*>(info->handle);
+                    std::string key(reinterpret_cast<const char*>(&fh->handle_type),
+                                    sizeof fh->handle_type);
+                    key.append(reinterpret_cast<const char*>(fh->f_handle), fh->handle_bytes);
+                    auto it = m_handle_ids.find(key);
+                    if (it != m_handle_ids.end()) {
+                        const char* name =
+                            reinterpret_cast<const char*>(fh->f_handle) + fh->handle_bytes;
+                        bool named = hdr->info_type == FAN_EVENT_INFO_TYPE_DFID_NAME &&
+                                     name < p + hdr->len && *name && std::strcmp(name, ".") != 0;
+                        if (named)
+                            changes.emplace(it->second, name);
+                        else
+                            self_changes.insert(it->second);
+                    }
+                }
+                p += hdr->len;
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ struct OverlayConfig {
     std::string mountpoint; // absolute path of the mount point
     bool rw = false;
     bool hide_real_pycache = true;
+    std::string watcher = "auto"; // auto: fanotify when permitted, else inotify
     cachecore::pyc::PycMode pyc_mode = cachecore::pyc::PycMode::Timestamp;
     // Served interpreters; the first one for a cache tag wins.
     std::vector<cachecore::python::Interpreter> interpreters;

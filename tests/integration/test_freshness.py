@@ -50,6 +50,8 @@ def write_file(path, text):
 
 
 class FreshnessTest(harness.MountTestCase):
+    # The daemon picks fanotify when it may (root here); the subclass below forces inotify.
+    WATCHER_ARGS = ()
 
     def value(self, m, py, module):
         proc = harness.run_python(py, VALUE_CODE, sys_path=[m.mountpoint], argv=[module])
@@ -78,7 +80,7 @@ class FreshnessTest(harness.MountTestCase):
         for py in self.pythons:
             tree[modname("f", py) + ".py"] = "VALUE = 'v1'\n"
             tree[modname("g", py) + ".py"] = "VALUE = (\n"
-        m = self.mount(tree)
+        m = self.mount(tree, args=list(self.WATCHER_ARGS))
         delays = []
         for py in self.pythons:
             with self.subTest(python=py.tag):
@@ -114,7 +116,7 @@ class FreshnessTest(harness.MountTestCase):
 
     def test_edits_through_rw_mount_seen_by_next_import(self):
         tree = {modname("f", py) + ".py": "VALUE = 'v1'\n" for py in self.pythons}
-        m = self.mount(tree, rw=True)
+        m = self.mount(tree, rw=True, args=list(self.WATCHER_ARGS))
         for py in self.pythons:
             with self.subTest(python=py.tag):
                 f, new = modname("f", py), modname("new", py)
@@ -139,6 +141,16 @@ class FreshnessTest(harness.MountTestCase):
                 self.assertTrue(os.path.isfile(m.src(new + ".py")))
         pycache = [d for d, _, _ in os.walk(m.source) if os.path.basename(d) == "__pycache__"]
         self.assertEqual(pycache, [], "CPython's pyc writes must not reach the source")
+
+
+class FreshnessInotifyTest(FreshnessTest):
+    """The same edits with the per-directory inotify watcher (what non-root daemons use)."""
+    WATCHER_ARGS = ("--watcher", "inotify")
+
+    def mount(self, *a, **kw):
+        m = super().mount(*a, **kw)
+        self.assertIn("inotify", m.stats()["watching"])
+        return m
 
 
 if __name__ == "__main__":
