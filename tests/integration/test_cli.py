@@ -30,6 +30,17 @@ class BareFormMount(harness.Mount):
         return [self.binary, self.source, self.mountpoint, "-o", ",".join(opts)]
 
 
+class Mount8Mount(harness.Mount):
+    """`mount -t fuse -o ro,store=...,python=... 'BINARY#SOURCE' MOUNTPOINT`: mount(8) runs
+    mount.fuse3, which runs the binary in the bare form (what an fstab line does)."""
+
+    def command(self):
+        opts = ["ro", "store=" + self.store, "pid_file=" + self.pid_file,
+                "log_file=" + self.log_file] + ["python=" + p.path for p in self.pythons]
+        return ["mount", "-t", "fuse", "-o", ",".join(opts),
+                "%s#%s" % (self.binary, self.source), self.mountpoint]
+
+
 class CliTest(harness.MountTestCase):
 
     def one_line_error(self, proc, mentions):
@@ -89,6 +100,18 @@ class CliTest(harness.MountTestCase):
         self.assertEqual(proc.stdout.strip(), "1")
         pycs, _ = harness.code_object_sources(proc.stderr)
         self.assertIn(m.mnt("pkg", "__pycache__", py.pyc_name("a")), pycs)
+        self.assertEqual(m.unmount().returncode, 0)
+        self.assertNoMountLeft(m)
+
+    def test_mount_8_through_mount_fuse3(self):
+        py = self.pythons[-1]
+        m = self.mount(PKG_TREE, pythons=[py], mount_class=Mount8Mount)
+        with open("/proc/mounts") as f:
+            self.assertIn("fuse.pycachefs", f.read())
+        proc = harness.run_python(py, "import pkg.a; print(pkg.a.A)", sys_path=[m.mountpoint])
+        self.assertPythonOk(proc)
+        self.assertEqual(proc.stdout.strip(), "1")
+        self.assertGreaterEqual(harness.interpreter_stats(m.stats(), py.tag)["pycs_served"], 1)
         self.assertEqual(m.unmount().returncode, 0)
         self.assertNoMountLeft(m)
 
