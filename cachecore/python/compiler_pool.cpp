@@ -75,6 +75,31 @@ struct CompilerPool::Impl {
     std::deque<std::shared_ptr<Job>> foreground;
     std::deque<std::shared_ptr<Job>> background;
     std::unordered_map<FlightKey, std::shared_ptr<Job>, FlightKeyHasher> in_flight;
+    // Finished jobs stay joinable for a while: a caller that looked in the store just before a
+    // compile of the same source finished (e.g. a compile-ahead) must not compile it again.
+    std::deque<std::shared_ptr<Job>> recently_done;
+    std::size_t recently_done_bytes = 0;
+    static constexpr std::size_t k_recent_jobs = 256;
+    static constexpr std::size_t k_recent_bytes = 64u << 20;
+
+    std::shared_ptr<Job> find_recent_locked(const FlightKey& flight) const {
+        for (auto it = recently_done.rbegin(); it != recently_done.rend(); ++it) {
+            if ((*it)->flight == flight) return *it;
+        }
+        return nullptr;
+    }
+
+    void remember_locked(const std::shared_ptr<Job>& job) {
+        if (job->result.status != CompileResult::Status::Ok &&
+            job->result.status != CompileResult::Status::CompileError)
+            return; // transient failures may be retried at once
+        recently_done.push_back(job);
+        recently_done_bytes += job->result.code.size();
+        while (recently_done.size() > k_recent_jobs || recently_done_bytes > k_recent_bytes) {
+            recently_done_bytes -= recently_done.front()->result.code.size();
+            recently_done.pop_front();
+        }
+    }
     std::vector<pid_t> pids; // per slot, 0 = none
     std::vector<std::thread> threads;
     bool stopping = false;
@@ -176,6 +201,7 @@ struct CompilerPool::Impl {
             job->done = true;
             auto it = in_flight.find(job->flight);
             if (it != in_flight.end() && it->second == job) in_flight.erase(it);
+            remember_locked(job);
             callbacks.swap(job->callbacks);
         }
         done_cv.notify_all();
@@ -253,6 +279,12 @@ CompileResult CompilerPool::compile(const hash::ContentHash& key, const CompileR
     impl.start_threads_locked();
     std::shared_ptr<Job> job;
     bool joined = false;
+    if (auto done = impl.find_recent_locked(fresh->flight)) {
+        ++impl.stats.joined;
+        CompileResult result = done->result;
+        result.joined = true;
+        return result;
+    }
     auto it = impl.in_flight.find(fresh->flight);
     if (it != impl.in_flight.end()) {
         joined = true;
@@ -287,7 +319,7 @@ bool CompilerPool::compile_async(const hash::ContentHash& key, CompileRequest re
     FlightKey flight{key, std::clamp(request.optimize, 0, 2)};
     {
         std::lock_guard lock(impl.mutex);
-        if (impl.stopping || impl.in_flight.count(flight) ||
+        if (impl.stopping || impl.in_flight.count(flight) || impl.find_recent_locked(flight) ||
             impl.background.size() >= impl.options.background_queue_limit) {
             return false;
         }
@@ -295,7 +327,7 @@ bool CompilerPool::compile_async(const hash::ContentHash& key, CompileRequest re
     auto job = impl.make_job(key, request);
     std::lock_guard lock(impl.mutex);
     // Re-checked: the lock was dropped while encoding.
-    if (impl.stopping || impl.in_flight.count(flight) ||
+    if (impl.stopping || impl.in_flight.count(flight) || impl.find_recent_locked(flight) ||
         impl.background.size() >= impl.options.background_queue_limit) {
         return false;
     }
