@@ -230,6 +230,7 @@ int run_mount(MountOptions o) {
     fuse_args args = FUSE_ARGS_INIT(int(argv.size()), argv.data());
     const fuse_lowlevel_ops ops = overlay::OverlayFs::operations();
     fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &filesystem);
+    fuse_opt_free_args(&args); // fuse_session_new's option parsing may have copied argv
     if (!se)
         return fail("invalid mount options '" + kernel_opts + "' (see libfuse's message above)");
     struct SessionGuard {
