@@ -406,8 +406,10 @@ class Mount:
     that one pid as the last resort) and removes the temp dirs, never while still mounted."""
 
     def __init__(self, tree=None, *, pythons=None, rw=False, args=(), foreground=False,
-                 use_pid_file=True, binary=None, store=None):
+                 use_pid_file=True, binary=None, store=None, env=None):
         self.binary = binary or pycachefs_bin()
+        # Extra environment variables for the daemon, on top of clean_env().
+        self.env = dict(env or {})
         self.pythons = find_pythons() if pythons is None else list(pythons)
         self.rw = rw
         self.args = list(args)
@@ -465,8 +467,8 @@ class Mount:
         if self.foreground:
             with open(self.output_file, "wb") as out:
                 self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                                stderr=subprocess.STDOUT, env=clean_env(),
-                                                cwd="/")
+                                                stderr=subprocess.STDOUT,
+                                                env=clean_env(self.env), cwd="/")
             ok = wait_until(lambda: is_mounted(self.mountpoint) or self.process.poll() is not None,
                             timeout)
             if not ok or not is_mounted(self.mountpoint):
@@ -476,7 +478,7 @@ class Mount:
                                         self.output_tail()))
             self.pid = self.process.pid
             return self
-        proc = run_tool(cmd, timeout=timeout)
+        proc = run_tool(cmd, timeout=timeout, env=clean_env(self.env))
         if proc.returncode != 0:
             self.close()
             raise AssertionError("mount failed (rc %d): %s\nstderr: %s\n%s"
