@@ -260,7 +260,8 @@ PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struc
             c.compile_seconds += result.seconds;
         });
         // One line per distinct content: later imports hit the stored negative entry.
-        if (!ok && !result.joined) log_compile_error(entry, file, tag);
+        // The log names the real file (where to fix it), whatever path CPython imported it by.
+        if (!ok && !result.joined) log_compile_error(entry, describe_source(dirfd, name), tag);
         m_impl->put_entry(m_store, l.key, entry);
         pyc.compiled = true;
     }
