@@ -45,7 +45,7 @@ struct DirState {
 struct PycBlob {
     std::string bytes;
     bool compiled = false;                      // built by a compile (not from the store)
-    mutable std::atomic<bool> pushed{false};    // a page-cache push was queued
+    mutable std::atomic<bool> pushed{false};    // placed in the kernel's page cache (once)
     mutable std::atomic<bool> delivered{false}; // counted in the served statistics
     cachecore::SourceStamp stamp;
     struct stat source_st {};

@@ -100,7 +100,8 @@ private:
     void readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off_t off, bool plus);
     void read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off);
     void prefetch_siblings(Inode& pycache, const PycState& state);
-    void push_to_page_cache(Inode& pyc, std::shared_ptr<const PycBlob> blob);
+    void push_to_page_cache(Inode& pyc, const std::shared_ptr<const PycBlob>& blob,
+                            std::uint64_t generation);
     void count_delivery(const Inode& pyc, const PycBlob& blob);
     int interpreter_index(const std::string& tag) const;
 

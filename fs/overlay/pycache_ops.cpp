@@ -5,6 +5,7 @@
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <fcntl.h>
@@ -182,8 +183,12 @@ void OverlayFs::prefetch_siblings(Inode& pycache, const PycState& state) {
         std::lock_guard lock(dir.dir->mutex);
         modules = dir.dir->py_modules;
     }
-    constexpr std::size_t k_max_siblings = 512;
-    if (modules.size() > k_max_siblings) modules.resize(k_max_siblings);
+    // Only a package's modules tend to be imported together; a sys.path root (the stdlib's
+    // top level, site-packages) holds hundreds of unrelated ones, and compiling those ahead
+    // takes the CPU from the importer.
+    constexpr std::size_t k_max_siblings = 128;
+    if (std::find(modules.begin(), modules.end(), "__init__") == modules.end()) return;
+    if (modules.size() > k_max_siblings) return;
     // The job owns a duplicate of the directory descriptor: the inode may be forgotten meanwhile.
     int fd = ::fcntl(dir.fd.get(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) return;
@@ -199,22 +204,17 @@ void OverlayFs::prefetch_siblings(Inode& pycache, const PycState& state) {
     });
 }
 
-void OverlayFs::push_to_page_cache(Inode& pyc, std::shared_ptr<const PycBlob> blob) {
-    if (!m_background || !m_session || blob->pushed.exchange(true)) return;
-    std::uint64_t generation;
-    {
-        std::lock_guard lock(pyc.pyc->push_mutex);
-        generation = pyc.pyc->generation;
-    }
-    const fuse_ino_t ino = m_table.to_fuse(pyc);
-    m_background->post([this, &pyc, ino, blob = std::move(blob), generation] {
-        // The kernel would otherwise ask for these bytes with a READ right after the lookup.
-        std::lock_guard lock(pyc.pyc->push_mutex);
-        if (pyc.pyc->generation != generation || pyc.pyc->current() != blob) return;
-        fuse_bufvec buf = FUSE_BUFVEC_INIT(blob->bytes.size());
-        buf.buf[0].mem = const_cast<char*>(blob->bytes.data());
-        fuse_lowlevel_notify_store(m_session, ino, 0, &buf, fuse_buf_copy_flags(0));
-    });
+void OverlayFs::push_to_page_cache(Inode& pyc, const std::shared_ptr<const PycBlob>& blob,
+                                   std::uint64_t generation) {
+    // Runs right after the entry reply, before the importer's READ usually arrives: the kernel
+    // gets the bytes without a round trip. Skipped if the source changed since the blob was
+    // built (an invalidation bumped the generation): never put stale bytes back.
+    if (!m_session || blob->pushed.exchange(true)) return;
+    std::lock_guard lock(pyc.pyc->push_mutex);
+    if (pyc.pyc->generation != generation || pyc.pyc->current() != blob) return;
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(blob->bytes.size());
+    buf.buf[0].mem = const_cast<char*>(blob->bytes.data());
+    fuse_lowlevel_notify_store(m_session, m_table.to_fuse(pyc), 0, &buf, fuse_buf_copy_flags(0));
 }
 
 fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name) {
@@ -242,6 +242,11 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
         }
         pyc = slot.get();
     }
+    std::uint64_t generation;
+    {
+        std::lock_guard lock(pyc->pyc->push_mutex);
+        generation = pyc->pyc->generation;
+    }
     std::shared_ptr<const PycBlob> blob;
     if (int err = pyc_blob(req, *pyc, blob)) return fuse_reply_err(req, err), 0;
     m_table.add_lookup(*pyc);
@@ -253,7 +258,7 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     fuse_reply_entry(req, &e);
     // Served: the kernel now has the exact size and gets the bytes by READ or by the push.
     count_delivery(*pyc, *blob);
-    if (world_readable) push_to_page_cache(*pyc, std::move(blob));
+    if (world_readable) push_to_page_cache(*pyc, blob, generation);
     return e.ino;
 }
 
