@@ -4,6 +4,7 @@ entry. The daemon must never serve wrong code, never hang an importer, and recov
 Run by CTest, or by hand: python3 -I -B tests/integration/test_faults.py -v
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -172,6 +173,52 @@ class FaultTest(harness.MountTestCase):
         self.assertEqual(proc.stdout.split(), ["11", marker], "a corrupted entry was served")
         st = harness.interpreter_stats(m.stats(), py.tag)
         self.assertEqual(st["compiles"], 1, "the corrupt entry should have been recompiled")
+
+
+class StoreLimitTest(harness.MountTestCase):
+
+    def test_store_at_its_limit_under_constant_load_stays_under_it(self):
+        """A small --max-size, many distinct modules imported over and over by several
+        processes (the store evicts constantly): imports stay correct and the store stays
+        under its limit."""
+        py = max(self.pythons, key=lambda p: p.version)
+        count = 120
+        limit = 256 * 1024
+        m = self.mount(module_tree(count, "limit", body_lines=80), pythons=[py],
+                       args=["--max-size", str(limit)])
+        procs = []
+        for n in range(4):
+            # Each process imports everything; the edits below make fresh content (new keys).
+            procs.append(subprocess.Popen(
+                [py.path, "-c", IMPORT_ALL, str(count)],
+                env=harness.clean_env({"PYTHONPATH": m.mountpoint}), cwd="/",
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True))
+        for round_ in range(3):
+            for p in procs:
+                out, err = p.communicate(timeout=300)
+                self.assertEqual(p.returncode, 0, err[-2000:])
+                self.assertEqual(int(out), sum(range(count)))
+            # New content for every module: the old entries become garbage the LRU must drop.
+            for i in range(count):
+                with open(m.src("pkg", "m%03d.py" % i), "a") as f:
+                    f.write("# round %d\n" % round_)
+            procs = [subprocess.Popen(
+                [py.path, "-c", IMPORT_ALL, str(count)],
+                env=harness.clean_env({"PYTHONPATH": m.mountpoint}), cwd="/",
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                for _ in range(2)]
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            self.assertEqual(p.returncode, 0, err[-2000:])
+            self.assertEqual(int(out), sum(range(count)))
+        m.unmount()
+        self.assertTrue(m.wait_daemon_exit(15))
+        proc = harness.run_tool([m.binary, "stats", "--store", m.store, "--json"])
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        st = json.loads(proc.stdout)
+        harness.log("store after constant load: %d entries, %d bytes used of %d"
+                    % (st["entries"], st["bytes"], limit))
+        self.assertLessEqual(st["bytes"], limit)
 
 
 if __name__ == "__main__":
