@@ -4,6 +4,7 @@
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
+#include <cstring>
 #include <fcntl.h>
 #include <poll.h>
 #include <set>
@@ -234,16 +235,25 @@ void ChangeWatcher::read_fanotify(std::set<std::pair<int, std::string>>& changes
         ssize_t n = ::read(m_fanotify.get(), buf, sizeof buf);
         if (n <= 0) return;
         std::lock_guard lock(m_mutex); // m_handle_ids
-        auto* ev = reinterpret_cast<fanotify_event_metadata*>(buf);
-        for (; FAN_EVENT_OK(ev, n); ev = FAN_EVENT_NEXT(ev, n)) {
-            if (ev->mask & FAN_Q_OVERFLOW) {
+        // Events are only 4-byte aligned after the first (DFID_NAME records are padded to 4)
+        // while the metadata struct wants 8: copy each one out rather than dereference it in
+        // place (UB; UBSan stops the daemon on it).
+        std::size_t next = 0;
+        while (std::size_t(n) - next >= FAN_EVENT_METADATA_LEN) {
+            fanotify_event_metadata ev;
+            std::memcpy(&ev, buf + next, sizeof ev);
+            if (ev.event_len < FAN_EVENT_METADATA_LEN || ev.event_len > std::size_t(n) - next)
+                break;
+            char* const start = buf + next;
+            next += ev.event_len;
+            if (ev.mask & FAN_Q_OVERFLOW) {
                 overflow = true;
                 continue;
             }
-            if (ev->fd >= 0) ::close(ev->fd); // not sent in FID mode; never leak one
+            if (ev.fd >= 0) ::close(ev.fd); // not sent in FID mode; never leak one
             // Info records follow the metadata: the directory's handle, then the name.
-            char* p = reinterpret_cast<char*>(ev) + ev->metadata_len;
-            char* end = reinterpret_cast<char*>(ev) + ev->event_len;
+            char* p = start + ev.metadata_len;
+            char* end = start + ev.event_len;
             while (p + sizeof(fanotify_event_info_header) <= end) {
                 auto* hdr = reinterpret_cast<fanotify_event_info_header*>(p);
                 if (hdr->len == 0 || p + hdr->len > end) break;

@@ -10,6 +10,8 @@
 #error "PYCACHEFS_SANITIZER_REPORT_DIR must be defined by CMake"
 #endif
 
+#include <dlfcn.h>
+
 #define PYCACHEFS_REPORT_PATH(tool) "log_path=" PYCACHEFS_SANITIZER_REPORT_DIR "/" tool
 
 extern "C" {
@@ -36,3 +38,15 @@ __attribute__((used, visibility("default"))) const char* __tsan_default_options(
 }
 
 } // extern "C"
+
+// GCC links UBSan as its own runtime (libubsan.so, with its own copy of the report file), and
+// that copy ignores log_path from both __ubsan_default_options and UBSAN_OPTIONS when ASan is
+// loaded too (measured with GCC 12): a daemon's UB report would go to /dev/null. Set its report
+// path directly. A no-op where UBSan lives inside the ASan runtime (clang) or is absent.
+__attribute__((constructor)) static void route_gcc_ubsan_reports() {
+    void* ubsan = ::dlopen("libubsan.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (!ubsan) return;
+    using SetReportPath = void (*)(const char*);
+    if (auto set = reinterpret_cast<SetReportPath>(::dlsym(ubsan, "__sanitizer_set_report_path")))
+        set(PYCACHEFS_SANITIZER_REPORT_DIR "/ubsan");
+}
