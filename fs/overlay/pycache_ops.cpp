@@ -218,6 +218,8 @@ void OverlayFs::push_to_page_cache(Inode& pyc, const std::shared_ptr<const PycBl
 }
 
 fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name) {
+    // A real __pycache__ could not hold such a name either; CPython then compiles itself.
+    if (std::strlen(name) > NAME_MAX) return fuse_reply_err(req, ENAMETOOLONG), 0;
     auto parsed = cachecore::pyc::parse_cache_name(name);
     if (!parsed) return fuse_reply_err(req, ENOENT), 0;
     int index = interpreter_index(parsed->cache_tag);
@@ -292,7 +294,8 @@ void OverlayFs::readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off
         std::lock_guard lock(dir.dir->mutex);
         for (const auto& module : dir.dir->py_modules) {
             for (const auto& tag : m_config.listed_tags) {
-                names.push_back(cachecore::pyc::format_cache_name({module, tag, 0}));
+                auto name = cachecore::pyc::format_cache_name({module, tag, 0});
+                if (name.size() <= NAME_MAX) names.push_back(std::move(name));
             }
         }
     }
