@@ -41,8 +41,13 @@ Registry& registry() {
 }
 
 void make_directory(const std::filesystem::path& dir) {
-    std::error_code ec;
-    if (!dir.parent_path().empty()) std::filesystem::create_directories(dir.parent_path(), ec);
+    // Missing parents (e.g. ~/.cache) are created 0700 too, whatever the umask: they hold the
+    // store, which reveals sources.
+    std::filesystem::path partial;
+    for (const auto& part : dir.parent_path()) {
+        partial /= part;
+        if (::mkdir(partial.c_str(), 0700) == 0) ::chmod(partial.c_str(), 0700);
+    }
     if (::mkdir(dir.c_str(), 0700) == 0) {
         ::chmod(dir.c_str(), 0700); // exact mode whatever the umask
     } else if (errno != EEXIST) {
