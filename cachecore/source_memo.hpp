@@ -1,13 +1,13 @@
 #pragma once
 
-#include <sys/stat.h>
+#include "cachecore/hash/content_hash.hpp"
+#include "cachecore/util/file_id.hpp"
 
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <sys/stat.h>
 #include <unordered_map>
-
-#include "cachecore/hash/content_hash.hpp"
 
 namespace cachecore {
 
@@ -29,21 +29,16 @@ struct SourceStamp {
 // timestamp tick would otherwise keep its old hash (ccache's "racy clean" rule).
 class SourceMemo {
 public:
-    explicit SourceMemo(std::size_t capacity = 1 << 18, std::int64_t racy_window_ns = 2'000'000'000);
+    explicit SourceMemo(std::size_t capacity = 1 << 18,
+                        std::int64_t racy_window_ns = 2'000'000'000);
 
     std::optional<hash::ContentHash> find(const SourceStamp& stamp) const;
     void remember(const SourceStamp& stamp, const hash::ContentHash& content);
     std::size_t size() const;
 
 private:
-    struct Key {
-        dev_t dev;
-        ino_t ino;
-        bool operator==(const Key&) const = default;
-    };
-    struct KeyHash {
-        std::size_t operator()(const Key& k) const noexcept { return k.ino * 0x9E3779B97F4A7C15ull ^ k.dev; }
-    };
+    using Key = util::FileId;
+    using KeyHash = util::FileIdHash;
     struct Value {
         SourceStamp stamp;
         hash::ContentHash content;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "cachecore/util/file_id.hpp"
 #include "fs/overlay/inode.hpp"
 
 #include <functional>
@@ -46,16 +47,8 @@ public:
     std::mutex& mutex() { return m_mutex; }
 
 private:
-    struct Key {
-        dev_t dev;
-        ino_t ino;
-        bool operator==(const Key&) const = default;
-    };
-    struct KeyHash {
-        std::size_t operator()(const Key& k) const noexcept {
-            return k.ino * 0x9E3779B97F4A7C15ull ^ k.dev;
-        }
-    };
+    using Key = cachecore::util::FileId;
+    using KeyHash = cachecore::util::FileIdHash;
     bool pinned_by_virtual(Inode& dir);
     void maybe_erase(Inode& inode);
 

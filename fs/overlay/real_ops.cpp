@@ -35,6 +35,17 @@ bool worth_attributes(const DirEntry& entry) {
     return ends(".py") || ends(".so") || ends(".pyc") || ends(".pth");
 }
 
+// The two-call protocol of getxattr/listxattr: ask for the size, then fetch. 0 or an errno.
+template <class Call> int read_sized(std::string& out, Call call) {
+    ssize_t n = call(nullptr, 0);
+    if (n < 0) return errno;
+    out.resize(std::size_t(n));
+    n = call(out.data(), out.size());
+    if (n < 0) return errno;
+    out.resize(std::size_t(n));
+    return 0;
+}
+
 void reply_negative(fuse_req_t req, double timeout) {
     // An entry with ino 0 is a cached negative dentry; a plain ENOENT is never cached.
     fuse_entry_param e{};
@@ -322,12 +333,11 @@ void OverlayFs::op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, si
     } else if (node.kind != InodeKind::Real || S_ISLNK(node.type)) {
         return (void)fuse_reply_err(req, ENODATA);
     } else {
-        ssize_t n = ::getxattr(ProcPath(node.fd.get()).c_str(), name, nullptr, 0);
-        if (n < 0) return (void)fuse_reply_err(req, errno);
-        value.resize(std::size_t(n));
-        n = ::getxattr(ProcPath(node.fd.get()).c_str(), name, value.data(), value.size());
-        if (n < 0) return (void)fuse_reply_err(req, errno);
-        value.resize(std::size_t(n));
+        const ProcPath path(node.fd.get());
+        if (int err = read_sized(value, [&](char* buf, std::size_t len) {
+                return ::getxattr(path.c_str(), name, buf, len);
+            }))
+            return (void)fuse_reply_err(req, err);
     }
     if (size == 0) return (void)fuse_reply_xattr(req, value.size());
     if (size < value.size()) return (void)fuse_reply_err(req, ERANGE);
@@ -338,12 +348,11 @@ void OverlayFs::op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     Inode& node = inode(ino);
     std::string value;
     if (node.kind == InodeKind::Real && !S_ISLNK(node.type)) {
-        ssize_t n = ::listxattr(ProcPath(node.fd.get()).c_str(), nullptr, 0);
-        if (n < 0) return (void)fuse_reply_err(req, errno);
-        value.resize(std::size_t(n));
-        n = ::listxattr(ProcPath(node.fd.get()).c_str(), value.data(), value.size());
-        if (n < 0) return (void)fuse_reply_err(req, errno);
-        value.resize(std::size_t(n));
+        const ProcPath path(node.fd.get());
+        if (int err = read_sized(value, [&](char* buf, std::size_t len) {
+                return ::listxattr(path.c_str(), buf, len);
+            }))
+            return (void)fuse_reply_err(req, err);
     }
     if (size == 0) return (void)fuse_reply_xattr(req, value.size());
     if (size < value.size()) return (void)fuse_reply_err(req, ERANGE);
