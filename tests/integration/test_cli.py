@@ -115,6 +115,22 @@ class CliTest(harness.MountTestCase):
         self.assertEqual(m.unmount().returncode, 0)
         self.assertNoMountLeft(m)
 
+    def test_extended_attributes_pass_through(self):
+        py = self.pythons[-1]
+        m = harness.Mount(PKG_TREE, pythons=[py])
+        self.addCleanup(m.close)
+        try:
+            os.setxattr(m.src("pkg", "a.py"), "user.pcfs-test", b"value")
+        except OSError as e:
+            self.skipTest("no user xattrs on the source filesystem: %s" % e)
+        m.start()
+        self.assertEqual(os.getxattr(m.mnt("pkg", "a.py"), "user.pcfs-test"), b"value")
+        self.assertIn("user.pcfs-test", os.listxattr(m.mnt("pkg", "a.py")))
+        with self.assertRaises(OSError):
+            os.setxattr(m.mnt("pkg", "a.py"), "user.other", b"x")  # read-only mount
+        # The stats attribute exists only on the mount root.
+        self.assertIn(b'"pid"', os.getxattr(m.mountpoint, "user.pycachefs.stats"))
+
     def test_unmount_and_lazy_unmount(self):
         py = self.pythons[-1]
         m = self.mount(PKG_TREE, pythons=[py])
