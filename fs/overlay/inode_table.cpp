@@ -96,6 +96,11 @@ Inode* InodeTable::pin(dev_t dev, ino_t ino) {
     return inode;
 }
 
+void InodeTable::pin(Inode& inode) {
+    std::lock_guard lock(m_mutex);
+    ++inode.pins;
+}
+
 void InodeTable::unpin(Inode& inode) {
     std::lock_guard lock(m_mutex);
     --inode.pins;

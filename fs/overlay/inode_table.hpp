@@ -36,6 +36,7 @@ public:
     void add_lookup(Inode& inode, std::uint64_t n = 1);
     // Keeps an inode alive outside a request (the watcher thread): erasure waits for unpin().
     Inode* pin(dev_t dev, ino_t ino);
+    void pin(Inode& inode);
     void unpin(Inode& inode);
     // Snapshot of every real directory inode, pinned (for a full invalidation).
     std::vector<Inode*> pin_all_dirs();

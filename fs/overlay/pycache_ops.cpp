@@ -218,6 +218,16 @@ void OverlayFs::push_to_page_cache(Inode& pyc, const std::shared_ptr<const PycBl
 }
 
 fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name) {
+    // Once the reply is sent the kernel may forget everything at once (an unmount, memory
+    // pressure); the pyc, its __pycache__ and its directory must outlive this function.
+    Inode& dir = *pycache.parent;
+    m_table.pin(dir);
+    struct Unpin {
+        InodeTable& table;
+        Inode& dir;
+        ~Unpin() { table.unpin(dir); }
+    } unpin{m_table, dir};
+
     // A real __pycache__ could not hold such a name either; CPython then compiles itself.
     if (std::strlen(name) > NAME_MAX) return fuse_reply_err(req, ENAMETOOLONG), 0;
     auto parsed = cachecore::pyc::parse_cache_name(name);
