@@ -1,5 +1,7 @@
 #include "cachecore/hash/content_hash.hpp"
 
+#include "cachecore/util/hex.hpp"
+
 #include <xxhash.h>
 
 namespace cachecore::hash {
@@ -15,14 +17,7 @@ ContentHash ContentHash::of(std::string_view data) {
 }
 
 std::string ContentHash::hex() const {
-    static constexpr char k_digits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(bytes.size() * 2);
-    for (std::uint8_t b : bytes) {
-        out.push_back(k_digits[b >> 4]);
-        out.push_back(k_digits[b & 0xF]);
-    }
-    return out;
+    return util::to_hex({reinterpret_cast<const char*>(bytes.data()), bytes.size()});
 }
 
 } // namespace cachecore::hash

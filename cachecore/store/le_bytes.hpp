@@ -32,15 +32,4 @@ inline void store_u64(char* p, std::uint64_t v) {
     for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
 }
 
-inline std::string hex(std::string_view bytes) {
-    static constexpr char k_digits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(bytes.size() * 2);
-    for (unsigned char b : bytes) {
-        out.push_back(k_digits[b >> 4]);
-        out.push_back(k_digits[b & 0xF]);
-    }
-    return out;
-}
-
 } // namespace cachecore::store::detail

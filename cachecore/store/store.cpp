@@ -6,6 +6,7 @@
 #include "cachecore/store/le_bytes.hpp"
 #include "cachecore/store/lmdb_txn.hpp"
 #include "cachecore/store/writer.hpp"
+#include "cachecore/util/hex.hpp"
 #include "cachecore/util/log.hpp"
 
 #include <algorithm>
@@ -69,7 +70,7 @@ std::optional<Entry> Store::get(const StoreKey& key) {
         return std::nullopt;
     }
     if (!entry) {
-        LOG_WARN("store " + m_impl->options.dir.string() + ": corrupt entry " + detail::hex(k) +
+        LOG_WARN("store " + m_impl->options.dir.string() + ": corrupt entry " + util::to_hex(k) +
                  " removed");
         m_impl->writer->remove_if_corrupt(std::move(k));
         return std::nullopt;
@@ -156,7 +157,7 @@ VerifyReport Store::verify() {
             }
             if (!why) continue;
             bad.emplace_back(lmdb::view(k));
-            report.problems.push_back(detail::hex(bad.back()) + ": " + *why);
+            report.problems.push_back(util::to_hex(bad.back()) + ": " + *why);
         }
     } catch (const lmdb::Failure& e) {
         report.problems.push_back(std::string("cannot read the store: ") + e.what());

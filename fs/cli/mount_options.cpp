@@ -119,12 +119,6 @@ std::string apply_setting(const Setting& s, MountOptions& o) {
     return {};
 }
 
-std::string apply_o_options(const std::string& text, MountOptions& o) {
-    for (const auto& s : split_o_options(text))
-        if (auto err = apply_setting(s, o); !err.empty()) return err;
-    return {};
-}
-
 std::string default_store_dir() {
     if (const char* s = std::getenv("PYCACHEFS_STORE"); s && *s) return s;
     if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)

@@ -33,9 +33,6 @@ struct MountOptions {
     std::vector<std::string> fuse_options; // passed to the kernel mount (allow_other, ...)
 };
 
-// Applies one `-o a,b=c` string. Returns an error message, or empty on success.
-std::string apply_o_options(const std::string& text, MountOptions& options);
-
 // One `-o a,b=c` string as settings (origin "-o"); a backslash escapes a comma.
 std::vector<cachecore::util::Setting> split_o_options(const std::string& text);
 
