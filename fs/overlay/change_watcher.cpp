@@ -139,6 +139,7 @@ void ChangeWatcher::drain_reinvalidations() {
         todo.swap(m_reinvalidations);
     }
     fuse_session* se = m_fs.m_session;
+    m_fs.m_stats.reinvalidations += todo.size();
     for (const auto& r : todo) {
         if (r.ino) fuse_lowlevel_notify_inval_inode(se, r.ino, 0, 0);
         if (!r.name.empty())
@@ -192,6 +193,9 @@ void ChangeWatcher::run() {
                     self_changes.insert(ev->wd);
             }
         }
+        // A fanotify filesystem mark also reports the rest of the filesystem (our own store
+        // commits, logs): a batch that touches no watched directory must not disturb replies.
+        if (!overflow && changes.empty() && self_changes.empty() && lost.empty()) continue;
         // Every reply built from now on may predate what this batch invalidates.
         ++m_fs.m_change_epoch;
         auto resolve = [this](int wd) -> std::pair<dev_t, ino_t> {

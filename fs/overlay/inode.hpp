@@ -62,6 +62,10 @@ struct PycState {
     // than the latest invalidation is skipped (it would put stale bytes back).
     std::mutex push_mutex;
     std::uint64_t generation = 0; // guarded by push_mutex
+    // The world-readable blob last given in an entry reply and the generation it was built
+    // under (guarded by push_mutex): what a later push may place in the page cache.
+    std::shared_ptr<const PycBlob> pushable;
+    std::uint64_t pushable_generation = 0;
 
     std::shared_ptr<const PycBlob> current() {
         std::lock_guard lock(blob_mutex);

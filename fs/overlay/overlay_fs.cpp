@@ -109,6 +109,10 @@ std::string OverlayFs::stats_json() {
         totals["compile_seconds"] = totals["compile_seconds"].get<double>() + c.compile_seconds;
         interpreters[interp.cache_tag] = std::move(one);
     }
+    json requests = json::object();
+    for (std::size_t i = 0; i < k_request_names.size(); ++i) {
+        if (auto n = m_stats.requests[i].load()) requests[k_request_names[i]] = n;
+    }
     json j = {{"pid", ::getpid()},
               {"source", m_config.source},
               {"mountpoint", m_config.mountpoint},
@@ -118,6 +122,10 @@ std::string OverlayFs::stats_json() {
               {"inodes", m_table.size()},
               {"all_lookups", m_stats.lookups.load()},
               {"invalidations", m_stats.invalidations.load()},
+              {"reinvalidations", m_stats.reinvalidations.load()},
+              {"requests", requests},
+              {"pyc_reads", m_stats.pyc_reads.load()},
+              {"page_cache_pushes", m_stats.pushes.load()},
               {"watching", m_watcher ? m_watcher->describe() : std::string("none")},
               {"totals", totals},
               {"interpreters", interpreters}};
@@ -127,8 +135,10 @@ std::string OverlayFs::stats_json() {
 // ---- trampolines: libfuse calls plain functions; the session's userdata is the OverlayFs ----
 namespace {
 
-OverlayFs& self(fuse_req_t req) {
-    return *static_cast<OverlayFs*>(fuse_req_userdata(req));
+OverlayFs& self(fuse_req_t req, Request kind) {
+    auto& fs = *static_cast<OverlayFs*>(fuse_req_userdata(req));
+    fs.count_request(kind);
+    return fs;
 }
 
 } // namespace
@@ -139,94 +149,111 @@ fuse_lowlevel_ops OverlayFs::operations() {
         static_cast<OverlayFs*>(userdata)->op_init(conn);
     };
     ops.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
-        self(req).op_lookup(req, parent, name);
+        self(req, Request::Lookup).op_lookup(req, parent, name);
     };
     ops.forget = [](fuse_req_t req, fuse_ino_t ino, uint64_t n) {
-        self(req).op_forget(ino, n);
+        self(req, Request::Forget).op_forget(ino, n);
         fuse_reply_none(req);
     };
     ops.forget_multi = [](fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-        for (size_t i = 0; i < count; ++i) self(req).op_forget(forgets[i].ino, forgets[i].nlookup);
+        for (size_t i = 0; i < count; ++i)
+            self(req, Request::Forget).op_forget(forgets[i].ino, forgets[i].nlookup);
         fuse_reply_none(req);
     };
     ops.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-        self(req).op_getattr(req, ino);
+        self(req, Request::Getattr).op_getattr(req, ino);
     };
-    ops.readlink = [](fuse_req_t req, fuse_ino_t ino) { self(req).op_readlink(req, ino); };
+    ops.readlink = [](fuse_req_t req, fuse_ino_t ino) {
+        self(req, Request::Readlink).op_readlink(req, ino);
+    };
     ops.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-        self(req).op_open(req, ino, fi);
+        self(req, Request::Open).op_open(req, ino, fi);
     };
     ops.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-        self(req).op_read(req, ino, size, off, fi);
+        self(req, Request::Read).op_read(req, ino, size, off, fi);
     };
     ops.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-        self(req).op_release(req, ino, fi);
+        self(req, Request::Release).op_release(req, ino, fi);
     };
     ops.flush = [](fuse_req_t req, fuse_ino_t, fuse_file_info*) {
         // Nothing is buffered here; ENOSYS makes the kernel stop sending FLUSH on every close.
+        self(req, Request::Flush);
         fuse_reply_err(req, ENOSYS);
     };
     ops.opendir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-        self(req).op_opendir(req, ino, fi);
+        self(req, Request::Opendir).op_opendir(req, ino, fi);
     };
     ops.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-        self(req).op_readdir(req, ino, size, off, false);
+        self(req, Request::Readdir).op_readdir(req, ino, size, off, false);
     };
     ops.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-        self(req).op_readdir(req, ino, size, off, true);
+        self(req, Request::Readdirplus).op_readdir(req, ino, size, off, true);
     };
-    ops.releasedir = [](fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); };
-    ops.statfs = [](fuse_req_t req, fuse_ino_t ino) { self(req).op_statfs(req, ino); };
+    ops.releasedir = [](fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+        self(req, Request::Releasedir);
+        fuse_reply_err(req, 0);
+    };
+    ops.statfs = [](fuse_req_t req, fuse_ino_t ino) {
+        self(req, Request::Statfs).op_statfs(req, ino);
+    };
     ops.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-        self(req).op_getxattr(req, ino, name, size);
+        self(req, Request::Getxattr).op_getxattr(req, ino, name, size);
     };
     ops.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t size) {
-        self(req).op_listxattr(req, ino, size);
+        self(req, Request::Listxattr).op_listxattr(req, ino, size);
     };
     ops.access = [](fuse_req_t req, fuse_ino_t ino, int mask) {
-        self(req).op_access(req, ino, mask);
+        self(req, Request::Access).op_access(req, ino, mask);
     };
-    ops.ioctl = [](fuse_req_t req, fuse_ino_t, unsigned int, void*, fuse_file_info*, unsigned,
+    ops.ioctl = [](fuse_req_t req, fuse_ino_t ino, unsigned int, void*, fuse_file_info*, unsigned,
                    const void*, size_t, size_t) {
-        // CPython <= 3.13 asks isatty() (TCGETS) on every file it opens: answer at once.
-        fuse_reply_err(req, ENOTTY);
+        // CPython <= 3.13 asks isatty() (TCGETS) on every file it opens, between the open and
+        // the read: the moment to hand over a pyc's bytes before its READ would be sent.
+        self(req, Request::Ioctl).op_ioctl(req, ino);
     };
     ops.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
-                     fuse_file_info* fi) { self(req).op_setattr(req, ino, attr, to_set, fi); };
+                     fuse_file_info* fi) {
+        self(req, Request::Setattr).op_setattr(req, ino, attr, to_set, fi);
+    };
     ops.mknod = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-        self(req).op_mknod(req, parent, name, mode, rdev);
+        self(req, Request::Mknod).op_mknod(req, parent, name, mode, rdev);
     };
     ops.mkdir = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-        self(req).op_mkdir(req, parent, name, mode);
+        self(req, Request::Mkdir).op_mkdir(req, parent, name, mode);
     };
     ops.symlink = [](fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
-        self(req).op_symlink(req, link, parent, name);
+        self(req, Request::Symlink).op_symlink(req, link, parent, name);
     };
     ops.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
-        self(req).op_link(req, ino, parent, name);
+        self(req, Request::Link).op_link(req, ino, parent, name);
     };
     ops.unlink = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
-        self(req).op_unlink(req, parent, name, false);
+        self(req, Request::Unlink).op_unlink(req, parent, name, false);
     };
     ops.rmdir = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
-        self(req).op_unlink(req, parent, name, true);
+        self(req, Request::Rmdir).op_unlink(req, parent, name, true);
     };
     ops.rename = [](fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                     const char* newname, unsigned int flags) {
-        self(req).op_rename(req, parent, name, newparent, newname, flags);
+        self(req, Request::Rename).op_rename(req, parent, name, newparent, newname, flags);
     };
     ops.create = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
-                    fuse_file_info* fi) { self(req).op_create(req, parent, name, mode, fi); };
+                    fuse_file_info* fi) {
+        self(req, Request::Create).op_create(req, parent, name, mode, fi);
+    };
     ops.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
-                   fuse_file_info* fi) { self(req).op_write(req, ino, buf, size, off, fi); };
+                   fuse_file_info* fi) {
+        self(req, Request::Write).op_write(req, ino, buf, size, off, fi);
+    };
     ops.fsync = [](fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-        self(req).op_fsync(req, ino, datasync, fi);
+        self(req, Request::Fsync).op_fsync(req, ino, datasync, fi);
     };
     ops.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
-                      size_t size,
-                      int flags) { self(req).op_setxattr(req, ino, name, value, size, flags); };
+                      size_t size, int flags) {
+        self(req, Request::Setxattr).op_setxattr(req, ino, name, value, size, flags);
+    };
     ops.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
-        self(req).op_removexattr(req, ino, name);
+        self(req, Request::Removexattr).op_removexattr(req, ino, name);
     };
     return ops;
 }

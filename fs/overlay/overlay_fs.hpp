@@ -51,6 +51,10 @@ public:
     void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
     void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
     void op_access(fuse_req_t req, fuse_ino_t ino, int mask);
+    void op_ioctl(fuse_req_t req, fuse_ino_t ino);
+    void count_request(Request kind) {
+        m_stats.requests[std::size_t(kind)].fetch_add(1, std::memory_order_relaxed);
+    }
 
     void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                     fuse_file_info* fi);
@@ -100,8 +104,7 @@ private:
     void readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off_t off, bool plus);
     void read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off);
     void prefetch_siblings(Inode& pycache, const PycState& state);
-    void push_to_page_cache(Inode& pyc, const std::shared_ptr<const PycBlob>& blob,
-                            std::uint64_t generation);
+    void push_to_page_cache(Inode& pyc);
     void count_delivery(const Inode& pyc, const PycBlob& blob);
     int interpreter_index(const std::string& tag) const;
 

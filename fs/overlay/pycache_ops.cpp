@@ -204,17 +204,24 @@ void OverlayFs::prefetch_siblings(Inode& pycache, const PycState& state) {
     });
 }
 
-void OverlayFs::push_to_page_cache(Inode& pyc, const std::shared_ptr<const PycBlob>& blob,
-                                   std::uint64_t generation) {
-    // Runs right after the entry reply, before the importer's READ usually arrives: the kernel
-    // gets the bytes without a round trip. Skipped if the source changed since the blob was
-    // built (an invalidation bumped the generation): never put stale bytes back.
-    if (!m_session || blob->pushed.exchange(true)) return;
+void OverlayFs::push_to_page_cache(Inode& pyc) {
+    // Puts the bytes of the last served pyc into the kernel's page cache, so the importer's
+    // read needs no READ round trip. Tried right after the entry reply, where it usually fails
+    // on a new inode (the kernel instantiates it only once the importer runs again), and again
+    // from the IOCTL (TCGETS) CPython <= 3.13 sends between open and read, when the inode
+    // surely exists. Skipped if an invalidation came since the blob was served (the
+    // generation moved): never put stale bytes back.
+    if (!m_session) return;
     std::lock_guard lock(pyc.pyc->push_mutex);
-    if (pyc.pyc->generation != generation || pyc.pyc->current() != blob) return;
+    const auto& blob = pyc.pyc->pushable;
+    if (!blob || blob->pushed || pyc.pyc->pushable_generation != pyc.pyc->generation) return;
     fuse_bufvec buf = FUSE_BUFVEC_INIT(blob->bytes.size());
     buf.buf[0].mem = const_cast<char*>(blob->bytes.data());
-    fuse_lowlevel_notify_store(m_session, m_table.to_fuse(pyc), 0, &buf, fuse_buf_copy_flags(0));
+    if (fuse_lowlevel_notify_store(m_session, m_table.to_fuse(pyc), 0, &buf,
+                                   fuse_buf_copy_flags(0)) == 0) {
+        blob->pushed = true;
+        ++m_stats.pushes;
+    }
 }
 
 fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name) {
@@ -270,13 +277,21 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     fuse_reply_entry(req, &e);
     // Served: the kernel now has the exact size and gets the bytes by READ or by the push.
     count_delivery(*pyc, *blob);
-    if (world_readable) push_to_page_cache(*pyc, blob, generation);
+    if (world_readable) {
+        {
+            std::lock_guard lock(pyc->pyc->push_mutex);
+            pyc->pyc->pushable = blob;
+            pyc->pyc->pushable_generation = generation;
+        }
+        push_to_page_cache(*pyc);
+    }
     return e.ino;
 }
 
 void OverlayFs::read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off) {
     // Serve exactly the bytes whose size the kernel was told; a changed source reaches the
     // kernel through invalidation, then a fresh GETATTR/LOOKUP rebuilds the blob.
+    ++m_stats.pyc_reads;
     auto blob = pyc.pyc->current();
     if (!blob) {
         if (int err = pyc_blob(req, pyc, blob)) return (void)fuse_reply_err(req, err);

@@ -209,6 +209,12 @@ void OverlayFs::op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
+void OverlayFs::op_ioctl(fuse_req_t req, fuse_ino_t ino) {
+    Inode& node = inode(ino);
+    if (node.kind == InodeKind::Pyc) push_to_page_cache(node);
+    fuse_reply_err(req, ENOTTY); // no file here is a terminal or takes ioctls
+}
+
 void OverlayFs::op_opendir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
     // FUSE_CAP_NO_OPENDIR_SUPPORT: the kernel then caches listings itself (keep_cache/cache_dir).
     fuse_reply_err(req, ENOSYS);

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -111,6 +112,13 @@ else:
 """
 
 
+def sends_tcgets(py):
+    # 3.8-3.13 read pycs through io.open_code, whose buffered wrapper asks isatty() after the
+    # open; 3.6/3.7 use a bare FileIO and 3.14 skips the probe for regular files.
+    version = py.tag.split("-")[1]
+    return 38 <= int(version) <= 313
+
+
 def pyc_path(root, rel, py, opt=0):
     directory, base = os.path.split(rel)
     return os.path.join(root, directory, "__pycache__", py.pyc_name(base, opt))
@@ -174,6 +182,48 @@ class ImportTest(harness.MountTestCase):
                 delta = harness.interpreter_stats(second.stats(), py.tag)
                 self.assertEqual(delta["compiles"], 0, repr(delta))
                 self.assertGreaterEqual(delta["store_hits"], n, repr(delta))
+        second.assert_source_unchanged(self)
+
+    def test_warm_store_fresh_mount_reads_no_pyc_through_fuse(self):
+        # The store lives on the same filesystem as the tree (both under /tmp), so its commits
+        # show up in the watcher's fanotify filesystem mark: they must not count as changes.
+        # Every pyc reaches the page cache by the daemon's push (at the lookup, or at the
+        # TCGETS CPython <= 3.13 sends between open and read): no READ round trip for any pyc.
+        store = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "store-")
+        self.addCleanup(shutil.rmtree, store, True)
+        n = len(IMPORT_MODULES)
+        first = self.mount(IMPORT_TREE, store=store)
+        for py in self.pythons:
+            self.run_import(first, py)
+        first.close()
+        second = self.mount(IMPORT_TREE, store=store)
+        # Unrelated writes on the same filesystem during the imports, like the store's own.
+        stop = threading.Event()
+        scratch = os.path.join(store, "unrelated.txt")
+
+        def write_elsewhere():
+            while not stop.is_set():
+                with open(scratch, "w") as f:
+                    f.write("x")
+        writer = threading.Thread(target=write_elsewhere, daemon=True)
+        writer.start()
+        self.addCleanup(writer.join)
+        self.addCleanup(stop.set)
+        for py in self.pythons:
+            with self.subTest(python=py.tag):
+                before = second.stats()
+                self.run_import(second, py)
+                after = second.stats()
+                delta = harness.stats_delta(before, after, py.tag)
+                self.assertEqual(delta["compiles"], 0, repr(delta))
+                if sends_tcgets(py):
+                    self.assertEqual(after["pyc_reads"] - before["pyc_reads"], 0)
+                    self.assertEqual(after["page_cache_pushes"] - before["page_cache_pushes"], n)
+                self.assertEqual(after["reinvalidations"], 0)
+                self.assertEqual(after["invalidations"], 0)
+        requests = second.stats()["requests"]
+        self.assertGreaterEqual(requests.get("ioctl", 0),
+                                n * sum(1 for py in self.pythons if sends_tcgets(py)))
         second.assert_source_unchanged(self)
 
     def test_optimization_levels(self):
