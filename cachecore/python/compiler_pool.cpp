@@ -7,9 +7,14 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <linux/capability.h>
 #include <mutex>
+#include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <thread>
+#include <unistd.h>
 #include <unordered_map>
 
 // Threading model: one long-lived pool thread per worker slot owns that slot's subprocess and is
@@ -44,6 +49,26 @@ struct FlightKeyHasher {
     }
 };
 
+// Compiles ahead run in the idle scheduling class so they only use CPU time nobody else wants
+// (the importer and foreground compiles come first). That is only safe if the worker can be
+// raised back when an importer starts waiting on its compile, which needs CAP_SYS_NICE or an
+// RLIMIT_NICE that allows nice 0 (sched(7)); otherwise compiles ahead keep the normal class.
+bool may_raise_priority() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NICE, &limit) == 0 &&
+        (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= 20))
+        return true;
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2]{};
+    if (::syscall(SYS_capget, &header, data) != 0) return false;
+    return data[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE);
+}
+
+bool set_idle_class(pid_t pid, bool idle) {
+    sched_param param{};
+    return ::sched_setscheduler(pid, idle ? SCHED_IDLE : SCHED_OTHER, &param) == 0;
+}
+
 CompileResult failure(CompileResult::Status status, std::string type, std::string message) {
     CompileResult r;
     r.status = status;
@@ -59,6 +84,7 @@ struct Job {
     std::string frame; // the encoded request
     bool background = false;
     bool running = false;
+    int slot = -1; // the slot running it, once running
     bool done = false;
     CompileResult result;
     std::vector<std::function<void(const CompileResult&)>> callbacks;
@@ -100,7 +126,9 @@ struct CompilerPool::Impl {
             recently_done.pop_front();
         }
     }
-    std::vector<pid_t> pids; // per slot, 0 = none
+    std::vector<pid_t> pids;     // per slot, 0 = none
+    std::vector<bool> slot_idle; // per slot: its worker is in the idle scheduling class
+    bool idle_class = may_raise_priority();
     std::vector<std::thread> threads;
     bool stopping = false;
     PoolStats stats;
@@ -108,6 +136,7 @@ struct CompilerPool::Impl {
     void start_threads_locked() {
         if (!threads.empty()) return;
         pids.assign(slots, 0);
+        slot_idle.assign(slots, false);
         for (unsigned i = 0; i < slots; ++i) threads.emplace_back([this, i] { slot_main(i); });
     }
 
@@ -121,6 +150,19 @@ struct CompilerPool::Impl {
     void publish(unsigned slot, pid_t pid) {
         std::lock_guard lock(mutex);
         pids[slot] = pid;
+    }
+
+    void set_slot_class_locked(unsigned slot, bool idle) {
+        idle = idle && idle_class;
+        if (slot_idle[slot] == idle || pids[slot] <= 0) return;
+        if (set_idle_class(pids[slot], idle)) {
+            slot_idle[slot] = idle;
+        } else if (!idle) {
+            // Cannot raise it back after all: stop using the idle class for this pool.
+            idle_class = false;
+            LOG_WARN("compiler pool: cannot restore a worker's scheduling class; compiles ahead "
+                     "now run at normal priority");
+        }
     }
 
     // Unpublishes, then destroys (kills and reaps) the worker.
@@ -154,9 +196,15 @@ struct CompilerPool::Impl {
                 }
                 std::lock_guard lock(mutex);
                 pids[slot] = worker->pid();
+                slot_idle[slot] = false; // a new worker has the daemon's class
                 ++stats.worker_starts;
                 stats.last_startup_seconds = worker->startup_seconds();
                 continue; // re-checks `stopping` now that the destructor can see this pid
+            }
+            {
+                std::lock_guard lock(mutex);
+                job.slot = int(slot);
+                set_slot_class_locked(slot, job.background);
             }
             frame::Reply reply;
             auto outcome = worker->exchange(job.frame, reply, Clock::now() + options.timeout);
@@ -299,6 +347,10 @@ CompileResult CompilerPool::compile(const hash::ContentHash& key, const CompileR
                 job->background = false;
                 impl.foreground.push_back(job);
             }
+        } else if (priority == Priority::Foreground && job->background && job->running) {
+            // An importer now waits on a compile ahead: no longer idle-class work.
+            job->background = false;
+            if (job->slot >= 0) impl.set_slot_class_locked(unsigned(job->slot), false);
         }
     } else {
         job = std::move(fresh);

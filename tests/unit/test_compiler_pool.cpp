@@ -11,8 +11,11 @@
 // GCC 12 at -O3 reports a bogus -Wrestrict for `"literal" + std::string` (GCC PR 105651).
 #pragma GCC diagnostic ignored "-Wrestrict"
 
+#include <functional>
+#include <sched.h>
 #include <signal.h>
 #include <thread>
+#include <unistd.h>
 
 namespace py = cachecore::python;
 using cachecore::hash::ContentHash;
@@ -265,6 +268,51 @@ TEST(CompilerPool, BackgroundJobsRunAndAreDeduplicated) {
     EXPECT_EQ(bg.status, Status::Ok);
     EXPECT_EQ(bg.code, fg.code);
     EXPECT_EQ(pool.stats().compiles, 1U);
+}
+
+// The scheduling policy of a process, from sched_getscheduler(2); -1 once it is gone.
+int policy_of(pid_t pid) {
+    return ::sched_getscheduler(pid);
+}
+
+bool wait_for(const std::function<bool()>& predicate) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (predicate()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return false;
+}
+
+TEST(CompilerPool, CompilesAheadRunIdleClassUntilAnImporterWaits) {
+    if (::geteuid() != 0) GTEST_SKIP() << "raising a worker back needs CAP_SYS_NICE";
+    py::CompilerPool pool(fault_interpreter(), py::PoolOptions{1, std::chrono::seconds(60)});
+    // A foreground compile first: the worker exists and has the normal class.
+    auto warm = pool.compile(ContentHash::of("x = 1\n"), request("x = 1\n", "x.py"));
+    ASSERT_EQ(warm.status, Status::Ok);
+    ASSERT_EQ(pool.worker_pids().size(), 1U);
+    const pid_t worker = pool.worker_pids()[0];
+    EXPECT_EQ(policy_of(worker), SCHED_OTHER);
+
+    std::string src = big_source(60000); // seconds of compile on this machine
+    std::promise<py::CompileResult> done;
+    ASSERT_TRUE(pool.compile_async(ContentHash::of(src), request(src, "ahead.py"),
+                                   [&](const py::CompileResult& r) { done.set_value(r); }));
+    EXPECT_TRUE(wait_for([&] { return policy_of(worker) == SCHED_IDLE; }))
+        << "a compile ahead runs in the idle class";
+    // An importer now needs the same module: it joins, and the worker is raised back.
+    auto fg = std::async(std::launch::async, [&] {
+        return pool.compile(ContentHash::of(src), request(src, "ahead.py"));
+    });
+    EXPECT_TRUE(wait_for([&] { return policy_of(worker) == SCHED_OTHER; }))
+        << "a joined compile ahead must not stay in the idle class";
+    EXPECT_EQ(fg.get().status, Status::Ok);
+    EXPECT_EQ(done.get_future().get().status, Status::Ok);
+    EXPECT_EQ(pool.stats().compiles, 2U);
+    // The next foreground compile keeps the normal class.
+    auto after = pool.compile(ContentHash::of("y = 2\n"), request("y = 2\n", "y.py"));
+    EXPECT_EQ(after.status, Status::Ok);
+    EXPECT_EQ(policy_of(worker), SCHED_OTHER);
 }
 
 TEST(CompilerPool, WorkersDieWithThePool) {
