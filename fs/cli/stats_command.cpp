@@ -34,6 +34,19 @@ int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
                 j["rw"].get<bool>() ? "rw" : "ro", j["pyc_mode"].get<std::string>().c_str());
     std::printf("store        %s\n", j["store"].get<std::string>().c_str());
     std::printf("watching     %s\n", j["watching"].get<std::string>().c_str());
+    // What reached the daemon: everything else the kernel answered from its caches.
+    std::string requests;
+    for (auto& [name, n] : j["requests"].items()) {
+        requests +=
+            (requests.empty() ? "" : ", ") + name + " " + std::to_string(n.get<std::uint64_t>());
+    }
+    std::printf("requests     %s\n", requests.empty() ? "none" : requests.c_str());
+    std::printf("page cache   %llu pycs pushed by the daemon, %llu pyc READs; %llu invalidations, "
+                "%llu re-invalidations\n",
+                (unsigned long long)j["page_cache_pushes"].get<std::uint64_t>(),
+                (unsigned long long)j["pyc_reads"].get<std::uint64_t>(),
+                (unsigned long long)j["invalidations"].get<std::uint64_t>(),
+                (unsigned long long)j["reinvalidations"].get<std::uint64_t>());
     std::printf("\n%-14s %9s %9s %9s %9s %9s %11s %9s\n", "interpreter", "lookups", "served",
                 "hits", "compiles", "errors", "bytes", "compile s");
     auto row = [](const std::string& name, const nlohmann::json& c) {

@@ -202,9 +202,14 @@ class CliTest(harness.MountTestCase):
         for key in ("compiles", "pycs_served", "bytes_served", "compile_errors"):
             self.assertEqual(st["totals"][key],
                              sum(e[key] for e in st["interpreters"].values()), key)
+        # What reached the daemon, by request kind: 3 pyc LOOKUPs and, for CPython <= 3.13,
+        # one TCGETS each; the pycs reach the page cache without READs.
+        self.assertGreaterEqual(st["requests"]["lookup"], 3, repr(st["requests"]))
+        self.assertGreaterEqual(st["pyc_reads"] + st["page_cache_pushes"], 3, repr(st))
         proc = harness.run_tool([m.binary, "stats", m.mountpoint])  # human form works too
         self.assertEqual(proc.returncode, 0, proc.stderr)
-        self.assertTrue(proc.stdout.strip())
+        self.assertIn("requests     ", proc.stdout)
+        self.assertRegex(proc.stdout, r"page cache   \d+ pycs pushed by the daemon, \d+ pyc READs")
 
     def test_real_pycache_hidden_by_default_shown_on_request(self):
         py = self.pythons[-1]
