@@ -334,6 +334,10 @@ BytecodeCache::WarmOutcome BytecodeCache::warm(int dirfd, const std::string& nam
     return WarmOutcome::Compiled;
 }
 
+bool BytecodeCache::prefetching() const {
+    return m_impl->options.prefetch;
+}
+
 void BytecodeCache::prefetch(int dirfd, const std::string& name,
                              const python::Interpreter& interpreter, int optimize) {
     if (!m_impl->options.prefetch || m_impl->closing || !usable(interpreter)) return;

@@ -43,7 +43,7 @@ using PycResult = std::variant<Pyc, PycError>;
 
 struct BytecodeCacheOptions {
     python::PoolOptions pool;
-    bool prefetch = true; // compile sibling modules ahead on idle workers (Background priority)
+    bool prefetch = true; // compile modules ahead on idle workers (Background priority)
     std::size_t memo_capacity = 1 << 18;              // source stamps remembered (SourceMemo)
     std::int64_t memo_racy_window_ns = 2'000'000'000; // stamps younger than this are re-read
 };
@@ -72,6 +72,7 @@ public:
     // (or when options.prefetch is off). Never reports errors.
     void prefetch(int dirfd, const std::string& name, const python::Interpreter& interpreter,
                   int optimize);
+    bool prefetching() const;
 
     // Counters since start, per cache tag. Deltas are pushed to store.add_counters about once a
     // second, on push_counters() and on destruction.

@@ -129,6 +129,7 @@ struct CompilerPool::Impl {
     std::vector<pid_t> pids;     // per slot, 0 = none
     std::vector<bool> slot_idle; // per slot: its worker is in the idle scheduling class
     bool idle_class = may_raise_priority();
+    unsigned running_background = 0; // slots busy with compiles ahead
     std::vector<std::thread> threads;
     bool stopping = false;
     PoolStats stats;
@@ -266,22 +267,36 @@ struct CompilerPool::Impl {
         std::unique_ptr<Worker> worker;
         for (;;) {
             std::shared_ptr<Job> job;
+            bool picked_background = false;
             {
                 std::unique_lock lock(mutex);
-                work_cv.wait(
-                    lock, [&] { return stopping || !foreground.empty() || !background.empty(); });
+                // Background work only runs when no foreground job waits, and never on the
+                // last free slot: an importer's compile must not queue behind a compile ahead.
+                const unsigned background_slots = slots > 1 ? slots - 1 : 1;
+                work_cv.wait(lock, [&] {
+                    return stopping || !foreground.empty() ||
+                           (!background.empty() && running_background < background_slots);
+                });
                 if (stopping) break;
-                // Background work only runs when no foreground job waits.
-                auto& queue = !foreground.empty() ? foreground : background;
+                picked_background = foreground.empty();
+                auto& queue = picked_background ? background : foreground;
                 job = std::move(queue.front());
                 queue.pop_front();
                 job->running = true;
+                if (picked_background) ++running_background;
                 ++stats.compiles;
             }
             auto begin = Clock::now();
             CompileResult result = run(*job, slot, worker);
             result.seconds = std::chrono::duration<double>(Clock::now() - begin).count();
             finish(job, std::move(result));
+            if (picked_background) {
+                {
+                    std::lock_guard lock(mutex);
+                    --running_background;
+                }
+                work_cv.notify_one();
+            }
         }
         retire(slot, worker);
     }

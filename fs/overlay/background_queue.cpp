@@ -3,6 +3,7 @@
 #include "cachecore/util/log.hpp"
 
 #include <exception>
+#include <sched.h>
 #include <string>
 
 namespace fs::overlay {
@@ -37,6 +38,9 @@ void BackgroundQueue::stop() {
 }
 
 void BackgroundQueue::run() {
+    // Walking sources for compiles ahead must not take CPU time from an importer.
+    sched_param param{};
+    ::sched_setscheduler(0, SCHED_IDLE, &param); // this thread only (0 = the caller)
     for (;;) {
         std::function<void()> job;
         {

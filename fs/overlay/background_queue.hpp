@@ -8,9 +8,9 @@
 
 namespace fs::overlay {
 
-// A bounded queue of low-priority jobs run by one thread: compile-ahead of sibling modules and
-// pushing fresh pycs into the kernel's page cache. Work here never delays a request; when the
-// queue is full, new jobs are dropped (they are only optimisations).
+// A bounded queue of low-priority jobs run by one thread in the idle scheduling class: finding
+// and queueing compiles ahead (a package's modules, the import graph). Work here never delays a
+// request; when the queue is full, new jobs are dropped (they are only optimisations).
 class BackgroundQueue {
 public:
     explicit BackgroundQueue(std::size_t limit = 1024);

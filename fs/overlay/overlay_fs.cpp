@@ -30,6 +30,7 @@ OverlayFs::~OverlayFs() {
 void OverlayFs::start(fuse_session* session) {
     m_session = session;
     m_background = std::make_unique<BackgroundQueue>();
+    m_resolver = std::make_unique<cachecore::imports::ModuleResolver>(m_table.root().fd.get());
     m_watcher = std::make_unique<ChangeWatcher>(*this);
     m_table.set_on_erase([this](Inode& inode) {
         if (inode.dir && inode.dir->watch >= 0 && m_watcher) m_watcher->unwatch(inode.dir->watch);

@@ -4,6 +4,7 @@
 #define FUSE_USE_VERSION 312
 #endif
 #include "cachecore/bytecode_cache.hpp"
+#include "cachecore/imports/module_resolver.hpp"
 #include "fs/overlay/inode_table.hpp"
 #include "fs/overlay/live_stats.hpp"
 #include "fs/overlay/overlay_config.hpp"
@@ -11,7 +12,9 @@
 #include <fuse_lowlevel.h>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_set>
 
 namespace fs::overlay {
 
@@ -104,6 +107,10 @@ private:
     void readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off_t off, bool plus);
     void read_pyc(fuse_req_t req, Inode& pyc, size_t size, off_t off);
     void prefetch_siblings(Inode& pycache, const PycState& state);
+    // import_prefetch.cpp
+    void prefetch_imports(Inode& pycache, const PycState& state);
+    void walk_imports(const std::string& dir, const std::string& file,
+                      const cachecore::python::Interpreter& interpreter, int optimize);
     void push_to_page_cache(Inode& pyc);
     void count_delivery(const Inode& pyc, const PycBlob& blob);
     int interpreter_index(const std::string& tag) const;
@@ -117,6 +124,9 @@ private:
     fuse_session* m_session = nullptr;
     std::unique_ptr<ChangeWatcher> m_watcher;
     std::unique_ptr<BackgroundQueue> m_background;
+    std::unique_ptr<cachecore::imports::ModuleResolver> m_resolver;
+    std::mutex m_imports_mutex;
+    std::unordered_set<std::string> m_imports_seen; // (module path, tag, optimize) walked
     std::atomic<std::uint64_t> m_next_virtual_ino{1};
     // Bumped by the watcher before each batch of invalidations; a reply whose data was gathered
     // under an older epoch is invalidated again once the kernel has it (see after_reply).

@@ -166,7 +166,11 @@ int OverlayFs::pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlo
     state.set(blob);
     out = std::move(blob);
     // Cold directory: compile the sibling modules ahead, so later imports find them ready.
-    if (pyc_result.compiled) prefetch_siblings(*pyc.parent, state);
+    if (pyc_result.compiled) {
+        // What it imports first (in the order CPython will ask), then its package's modules.
+        prefetch_imports(*pyc.parent, state);
+        prefetch_siblings(*pyc.parent, state);
+    }
     return 0;
 }
 

@@ -1,0 +1,120 @@
+#include "cachecore/imports/module_resolver.hpp"
+
+#include "cachecore/util/unique_fd.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace cachecore::imports {
+namespace {
+
+std::string join(const std::string& dir, const std::string& name) {
+    return dir.empty() ? name : dir + "/" + name;
+}
+
+std::string parent_of(const std::string& dir) {
+    auto slash = dir.rfind('/');
+    return slash == std::string::npos ? std::string() : dir.substr(0, slash);
+}
+
+std::vector<std::string> split_dotted(const std::string& name) {
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    while (start <= name.size() && !name.empty()) {
+        std::size_t dot = name.find('.', start);
+        if (dot == std::string::npos) dot = name.size();
+        parts.push_back(name.substr(start, dot - start));
+        start = dot + 1;
+    }
+    return parts;
+}
+
+} // namespace
+
+bool ModuleResolver::is_regular_file(const std::string& path) const {
+    if (path.empty() || path.front() == '/') return false;
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long fd = ::syscall(SYS_openat2, m_root_fd, path.c_str(), &how, sizeof how);
+    if (fd < 0) return false;
+    util::UniqueFd guard{static_cast<int>(fd)};
+    struct stat st;
+    return ::fstat(guard.get(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string ModuleResolver::sys_path_root(const std::string& dir) {
+    {
+        std::lock_guard lock(m_mutex);
+        auto it = m_roots.find(dir);
+        if (it != m_roots.end()) return it->second;
+    }
+    std::string root = dir;
+    while (!root.empty() && is_regular_file(join(root, "__init__.py"))) root = parent_of(root);
+    std::lock_guard lock(m_mutex);
+    if (m_roots.size() > 4096) m_roots.clear();
+    m_roots.emplace(dir, root);
+    return root;
+}
+
+bool ModuleResolver::add_chain(const std::string& base, const std::vector<std::string>& parts,
+                               std::vector<ModuleFile>& out, std::string* last_package_dir) {
+    std::string dir = base;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        const std::string& part = parts[i];
+        if (part.empty() || part == "." || part == "..") return false;
+        std::string sub = join(dir, part);
+        if (is_regular_file(join(sub, "__init__.py"))) {
+            out.push_back({sub, "__init__.py"});
+            dir = sub;
+            continue;
+        }
+        if (i + 1 == parts.size() && is_regular_file(join(dir, part + ".py"))) {
+            out.push_back({dir, part + ".py"});
+            return true;
+        }
+        return false;
+    }
+    if (last_package_dir) *last_package_dir = dir;
+    return true;
+}
+
+std::vector<ModuleFile> ModuleResolver::resolve(const ModuleFile& importer, const ImportRef& ref) {
+    std::vector<ModuleFile> out;
+    std::string base;
+    if (ref.level == 0) {
+        base = sys_path_root(importer.dir);
+    } else {
+        // The importer's package: its own directory (for modules and __init__ alike), then one
+        // level up per extra dot, never above the sys.path root.
+        const std::string top = sys_path_root(importer.dir);
+        base = importer.dir;
+        for (int i = 1; i < ref.level; ++i) {
+            if (base == top) return out;
+            base = parent_of(base);
+        }
+        if (base == top && !is_regular_file(join(base, "__init__.py"))) return out;
+    }
+    std::string package_dir = base;
+    bool names_may_be_modules = true;
+    if (!ref.module.empty()) {
+        if (!add_chain(base, split_dotted(ref.module), out, &package_dir)) return out;
+        names_may_be_modules = out.empty() || out.back().file == "__init__.py";
+    }
+    // `from package import name`: a name may be a submodule (imported after the package).
+    if (names_may_be_modules) {
+        for (const auto& name : ref.names) add_chain(package_dir, {name}, out, nullptr);
+    }
+    std::vector<ModuleFile> unique;
+    for (auto& m : out) {
+        if (std::find(unique.begin(), unique.end(), m) == unique.end()) unique.push_back(m);
+    }
+    return unique;
+}
+
+} // namespace cachecore::imports

@@ -1,0 +1,102 @@
+// Compiling ahead along the import graph: when a module has to be compiled, the modules its
+// source imports (and theirs, depth first: the order CPython will import them in) are queued as
+// compiles ahead, so the importer finds them ready or in flight instead of compiling each in
+// turn. The compiles run on otherwise idle workers in the idle scheduling class.
+#include "cachecore/imports/import_scanner.hpp"
+#include "cachecore/util/unique_fd.hpp"
+#include "fs/overlay/background_queue.hpp"
+#include "fs/overlay/overlay_fs.hpp"
+#include "fs/overlay/proc_path.hpp"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace fs::overlay {
+namespace {
+
+// Modules walked per mount, over its whole life: a bound on the work one cold import starts.
+constexpr std::size_t k_max_walked = 8192;
+constexpr std::size_t k_max_source = 4u << 20; // larger sources are compiled, not scanned
+
+cachecore::util::UniqueFd open_beneath(int root_fd, const std::string& path, int flags) {
+    open_how how{};
+    how.flags = std::uint64_t(flags | O_CLOEXEC | O_NOFOLLOW);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long fd = ::syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how);
+    return cachecore::util::UniqueFd{fd < 0 ? -1 : static_cast<int>(fd)};
+}
+
+std::string read_source(int root_fd, const std::string& path) {
+    auto fd = open_beneath(root_fd, path, O_RDONLY | O_NONBLOCK); // never wait on a FIFO
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        std::size_t(st.st_size) > k_max_source)
+        return {};
+    std::string text(std::size_t(st.st_size), '\0');
+    std::size_t got = 0;
+    while (got < text.size()) {
+        ssize_t n = ::pread(fd.get(), text.data() + got, text.size() - got, off_t(got));
+        if (n <= 0) break;
+        got += std::size_t(n);
+    }
+    text.resize(got);
+    return text;
+}
+
+} // namespace
+
+void OverlayFs::prefetch_imports(Inode& pycache, const PycState& state) {
+    if (!m_background || !m_resolver || !m_cache.prefetching()) return;
+    Inode& dir = *pycache.parent;
+    char real[PATH_MAX];
+    ssize_t n = ::readlink(ProcPath(dir.fd.get()).c_str(), real, sizeof real - 1);
+    if (n <= 0) return;
+    std::string path(real, std::size_t(n));
+    if (path.compare(0, m_source_real.size(), m_source_real) != 0) return;
+    std::string rel = path.substr(m_source_real.size());
+    while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
+    const auto* interpreter = state.interpreter;
+    const int optimize = state.optimize;
+    m_background->post([this, rel, file = state.module + ".py", interpreter, optimize] {
+        walk_imports(rel, file, *interpreter, optimize);
+    });
+}
+
+void OverlayFs::walk_imports(const std::string& dir, const std::string& file,
+                             const cachecore::python::Interpreter& interpreter, int optimize) {
+    using cachecore::imports::ModuleFile;
+    const int root_fd = m_table.root().fd.get();
+    const std::string suffix =
+        std::string(1, '\0') + interpreter.cache_tag + std::string(1, '\0') + char('0' + optimize);
+    std::vector<ModuleFile> stack{{dir, file}};
+    bool first = true; // the module that was just compiled in the foreground
+    while (!stack.empty()) {
+        ModuleFile module = std::move(stack.back());
+        stack.pop_back();
+        {
+            std::lock_guard lock(m_imports_mutex);
+            if (m_imports_seen.size() >= k_max_walked) return;
+            if (!m_imports_seen.insert(module.path() + suffix).second) continue;
+        }
+        if (!first) {
+            auto dirfd = open_beneath(root_fd, module.dir, O_PATH | O_DIRECTORY);
+            if (!dirfd) continue;
+            m_cache.prefetch(dirfd.get(), module.file, interpreter, optimize);
+        }
+        first = false;
+        const std::string source = read_source(root_fd, module.path());
+        std::vector<ModuleFile> children;
+        for (const auto& ref : cachecore::imports::scan_imports(source)) {
+            if (ref.deferred) continue; // a function's imports may never run
+            for (auto& child : m_resolver->resolve(module, ref))
+                children.push_back(std::move(child));
+        }
+        // Depth first, in source order: the first import is walked next.
+        for (auto it = children.rbegin(); it != children.rend(); ++it) stack.push_back(*it);
+    }
+}
+
+} // namespace fs::overlay
