@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -225,6 +226,38 @@ class ImportTest(harness.MountTestCase):
         self.assertGreaterEqual(requests.get("ioctl", 0),
                                 n * sum(1 for py in self.pythons if sends_tcgets(py)))
         second.assert_source_unchanged(self)
+
+    def test_cold_import_compiles_its_imports_ahead(self):
+        # A flat directory (no package, so no sibling compile-ahead): what `entry` imports at
+        # module level is compiled ahead, even a module CPython will not import in the end
+        # (`if False:` is not known to be false), while imports inside a function are not.
+        tree = {
+            "entry.py": "import chain1\n\ndef later():\n    import deferred_mod\n",
+            "chain1.py": "from chain2 import VALUE\nif False:\n    import never_run\n",
+            "chain2.py": "VALUE = 7\n",
+            "never_run.py": "NEVER = 1\n",
+            "deferred_mod.py": "DEFERRED = 1\n",
+            "unrelated.py": "U = 1\n",
+        }
+        m = self.mount(tree)
+        py = self.pythons[-1]
+        proc = harness.run_python(py, "import entry, chain1; print(chain1.VALUE)",
+                                  sys_path=[m.mountpoint])
+        self.assertPythonOk(proc)
+        self.assertEqual(proc.stdout.strip(), "7")
+
+        def compiles():
+            return harness.interpreter_stats(m.stats(), py.tag)["compiles"]
+        self.assertTrue(harness.wait_until(lambda: compiles() >= 4, 20), compiles())
+        time.sleep(0.5)  # nothing else may follow
+        self.assertEqual(compiles(), 4)  # entry, chain1, chain2, never_run
+        before = m.stats()
+        for module, compiled in (("never_run", 0), ("deferred_mod", 1), ("unrelated", 1)):
+            proc = harness.run_python(py, "import " + module, sys_path=[m.mountpoint])
+            self.assertPythonOk(proc)
+            delta = harness.stats_delta(before, m.stats(), py.tag)
+            self.assertEqual(delta["compiles"], compiled, "%s: %r" % (module, delta))
+            before = m.stats()
 
     def test_optimization_levels(self):
         m = self.mount({"optmod.py": OPT_SOURCE})
