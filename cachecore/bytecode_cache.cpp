@@ -314,7 +314,9 @@ BytecodeCache::WarmOutcome BytecodeCache::warm(int dirfd, const std::string& nam
     }
     m_impl->count(tag, [](store::Counters& c) { ++c.misses; });
     python::CompileRequest request{l.source->bytes, file, int(store_optimize(optimize))};
-    auto result = pool_for(interpreter).compile(l.content, request, python::Priority::Background);
+    // Foreground: `warm` is the work itself, it gets every worker and the normal CPU class
+    // (compiles ahead are confined to idle time and one worker fewer).
+    auto result = pool_for(interpreter).compile(l.content, request, python::Priority::Foreground);
     if (!storable(result.status)) {
         PycError e;
         e.kind = PycErrorKind::Unavailable;

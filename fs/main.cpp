@@ -79,6 +79,9 @@ void add_mount_options(CLI::App& cmd, SettingOptions& s, fs::cli::MountOptions& 
            "hide (default): virtual __pycache__; show: pass real ones through");
     s.text(cmd, "--watcher", "watcher",
            "auto (default: fanotify when permitted, else inotify), fanotify or inotify");
+    s.text(cmd, "--compile-ahead", "compile_ahead",
+           "What a cold compile queues on idle workers: all (default), imports (what it imports), "
+           "package (its package's modules) or off");
     s.flag(cmd, "-f,--foreground", "foreground", "Stay in the foreground, log to stderr");
     s.flag(cmd, "-d,--debug", "debug", "Debug log (see --fuse-debug for FUSE requests)");
     s.flag(cmd, "--fuse-debug", "fuse_debug", "Print every FUSE request (libfuse's -d)");

@@ -84,7 +84,9 @@ struct Blocks {
         bool def = c.keyword("def") || (c.keyword("async") && c.keyword("def"));
         Cursor t{statement};
         bool type_checking = t.keyword("if") && statement.find("TYPE_CHECKING") != statement.npos;
-        if (def || type_checking) deferred_indent = indent;
+        Cursor e{statement};
+        bool handler = e.keyword("except"); // a fallback: `except ImportError: import slow_one`
+        if (def || type_checking || handler) deferred_indent = indent;
     }
 };
 

@@ -12,8 +12,8 @@ struct ImportRef {
     int level = 0; // leading dots
     std::string module;
     std::vector<std::string> names;
-    // Inside a function body or an `if TYPE_CHECKING:` block: not run when the module is
-    // imported (maybe never).
+    // Inside a function body, an `if TYPE_CHECKING:` block or an `except` handler: not run when
+    // the module is imported (a handler's import is usually the fallback not taken).
     bool deferred = false;
     bool operator==(const ImportRef&) const = default;
 };

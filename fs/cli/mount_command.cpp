@@ -207,6 +207,7 @@ int run_mount(MountOptions o) {
     cachecore::BytecodeCacheOptions co;
     co.pool.workers = o.workers;
     co.pool.timeout = std::chrono::seconds(o.compile_timeout_s);
+    co.prefetch = o.compile_ahead != "off";
     cachecore::BytecodeCache cache(*store, co);
 
     overlay::OverlayConfig config;
@@ -215,6 +216,8 @@ int run_mount(MountOptions o) {
     config.rw = o.rw;
     config.hide_real_pycache = o.hide_real_pycache;
     config.watcher = o.watcher;
+    config.compile_ahead_imports = o.compile_ahead == "all" || o.compile_ahead == "imports";
+    config.compile_ahead_package = o.compile_ahead == "all" || o.compile_ahead == "package";
     config.pyc_mode = o.pyc_mode;
     config.interpreters = served;
     config.listed_tags = listed;

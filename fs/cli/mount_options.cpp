@@ -87,6 +87,10 @@ std::string apply_setting(const Setting& s, MountOptions& o) {
         if (value != "auto" && value != "fanotify" && value != "inotify")
             return invalid("auto, fanotify or inotify");
         o.watcher = value;
+    } else if (key == "compile_ahead") {
+        if (value != "all" && value != "imports" && value != "package" && value != "off")
+            return invalid("all, imports, package or off");
+        o.compile_ahead = value;
     } else if (key == "foreground")
         return flag(o.foreground);
     else if (key == "debug")

@@ -20,7 +20,8 @@ struct MountOptions {
     bool rw = false;
     cachecore::pyc::PycMode pyc_mode = cachecore::pyc::PycMode::Timestamp;
     bool hide_real_pycache = true;
-    std::string watcher = "auto"; // auto | fanotify | inotify
+    std::string watcher = "auto";      // auto | fanotify | inotify
+    std::string compile_ahead = "all"; // all | imports | package | off
     bool foreground = false;
     bool debug = false; // debug log (and libfuse's request trace with -d -d)
     bool fuse_debug = false;

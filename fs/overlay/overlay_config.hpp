@@ -21,6 +21,8 @@ struct OverlayConfig {
     std::vector<std::string> listed_tags;
     double timeout = 86400;         // kernel entry/attr/negative timeouts while changes are watched
     double unwatched_timeout = 1.0; // for directories whose changes cannot be watched
+    bool compile_ahead_imports = true; // a cold module's imports (import_prefetch.cpp)
+    bool compile_ahead_package = true; // a cold package's modules (prefetch_siblings)
 };
 
 } // namespace fs::overlay

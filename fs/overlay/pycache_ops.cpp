@@ -168,8 +168,8 @@ int OverlayFs::pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlo
     // Cold directory: compile the sibling modules ahead, so later imports find them ready.
     if (pyc_result.compiled) {
         // What it imports first (in the order CPython will ask), then its package's modules.
-        prefetch_imports(*pyc.parent, state);
-        prefetch_siblings(*pyc.parent, state);
+        if (m_config.compile_ahead_imports) prefetch_imports(*pyc.parent, state);
+        if (m_config.compile_ahead_package) prefetch_siblings(*pyc.parent, state);
     }
     return 0;
 }

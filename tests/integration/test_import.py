@@ -239,8 +239,17 @@ class ImportTest(harness.MountTestCase):
             "deferred_mod.py": "DEFERRED = 1\n",
             "unrelated.py": "U = 1\n",
         }
-        m = self.mount(tree)
         py = self.pythons[-1]
+        # --compile-ahead off: exactly what CPython asked for (entry, chain1, chain2).
+        off = self.mount(tree, args=["--compile-ahead", "off"])
+        proc = harness.run_python(py, "import entry, chain1; print(chain1.VALUE)",
+                                  sys_path=[off.mountpoint])
+        self.assertPythonOk(proc)
+        time.sleep(0.5)
+        self.assertEqual(harness.interpreter_stats(off.stats(), py.tag)["compiles"], 3)
+        off.close()
+
+        m = self.mount(tree)
         proc = harness.run_python(py, "import entry, chain1; print(chain1.VALUE)",
                                   sys_path=[m.mountpoint])
         self.assertPythonOk(proc)

@@ -53,7 +53,7 @@ class K:
 try:
     import maybe
 except ImportError:
-    pass
+    import fallback
 import cont, \
     cont2
 s = '''
@@ -77,6 +77,7 @@ from .after import last
         "0:lazy::deferred",
         "0:in_class:",
         "0:maybe:",
+        "0:fallback::deferred",
         "0:cont:",
         "0:cont2:",
         "1::lazier,:deferred",
@@ -117,6 +118,8 @@ class V(ast.NodeVisitor):
         for c in n.orelse: self.visit(c)
     def visit_Import(self, n):
         for a in n.names: self.out.append('0:%s::%s' % (a.name, 'D' if self.deferred else ''))
+    def visit_ExceptHandler(self, n):
+        self.deferred += 1; self.generic_visit(n); self.deferred -= 1
     def visit_ImportFrom(self, n):
         names = ''.join(a.name + ',' for a in n.names if a.name != '*')
         if not n.module and not names: return  # `from . import *` loads nothing by itself
