@@ -24,10 +24,15 @@ constexpr int k_max_minor = 20;
 // One line, space separated, so the parser stays trivial. Must run on any Python 3 (and fail
 // cleanly on 2.7, which rejects -I anyway).
 constexpr const char* k_probe_script =
-    "import sys, importlib.util\n"
+    "import sys\n"
+    "m = set(k for k in sys.modules if k != '__main__')\n"
+    "import _imp\n"
+    "m.update(n for n in getattr(_imp, '_frozen_module_names', list)() if _imp.is_frozen(n))\n"
+    "m = ','.join(sorted(m))\n"
+    "import importlib.util\n"
     "v = sys.version_info\n"
-    "sys.stdout.write('%s %d %d %d %s %s %s\\n' % (sys.implementation.name, v[0], v[1], v[2],\n"
-    "    sys.implementation.cache_tag, importlib.util.MAGIC_NUMBER.hex(),\n"
+    "sys.stdout.write('%s %d %d %d %s %s %s %s\\n' % (sys.implementation.name, v[0], v[1], v[2],\n"
+    "    sys.implementation.cache_tag, importlib.util.MAGIC_NUMBER.hex(), m or '-',\n"
     "    (sys.executable or '').encode('utf-8', 'surrogateescape').hex()))\n";
 
 struct ProbeAnswer {
@@ -92,7 +97,7 @@ ProbeAnswer run_probe(const std::string& path) {
     child->close_stdin();
     auto deadline = Clock::now() + k_probe_timeout;
     std::string out;
-    IoStatus s = read_to_eof(child->stdout_fd(), out, 4096, deadline);
+    IoStatus s = read_to_eof(child->stdout_fd(), out, 65536, deadline);
     if (s == IoStatus::TimedOut) {
         answer.error = "no answer within 10 s";
         answer.timed_out = true;
@@ -104,9 +109,9 @@ ProbeAnswer run_probe(const std::string& path) {
         return answer;
     }
     std::istringstream in(out);
-    std::string name, tag, magic_hex, exe_hex;
+    std::string name, tag, magic_hex, modules, exe_hex;
     Interpreter it;
-    if (!(in >> name >> it.major >> it.minor >> it.micro >> tag >> magic_hex)) {
+    if (!(in >> name >> it.major >> it.minor >> it.micro >> tag >> magic_hex >> modules)) {
         answer.error = "unexpected probe output";
         return answer;
     }
@@ -128,6 +133,12 @@ ProbeAnswer run_probe(const std::string& path) {
     }
     std::copy(magic->begin(), magic->end(), it.magic.begin());
     it.cache_tag = tag;
+    for (std::size_t start = 0; modules != "-" && start < modules.size();) {
+        std::size_t comma = modules.find(',', start);
+        if (comma == std::string::npos) comma = modules.size();
+        it.startup_modules.insert(modules.substr(start, comma - start));
+        start = comma + 1;
+    }
     it.version =
         std::to_string(it.major) + "." + std::to_string(it.minor) + "." + std::to_string(it.micro);
     answer.interpreter = it;

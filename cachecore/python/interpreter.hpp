@@ -3,6 +3,7 @@
 #include "cachecore/pyc/magic.hpp"
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,10 @@ struct Interpreter {
     int micro = 0;
     std::string cache_tag; // sys.implementation.cache_tag, e.g. "cpython-312"
     pyc::Magic magic{};    // importlib.util.MAGIC_NUMBER
+    // Modules an importer never loads from a tree: loaded before any user code runs (`-I -S`:
+    // encodings, io, ...) or served frozen (3.11+: os, stat, posixpath, ...). Compiling them
+    // ahead would be wasted.
+    std::set<std::string> startup_modules;
 
     bool supports_hash_pycs() const { return major == 3 && minor >= 7; }
 };

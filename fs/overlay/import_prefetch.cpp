@@ -91,6 +91,7 @@ void OverlayFs::walk_imports(const std::string& dir, const std::string& file,
         std::vector<ModuleFile> children;
         for (const auto& ref : cachecore::imports::scan_imports(source)) {
             if (ref.deferred) continue; // a function's imports may never run
+            if (ref.level == 0 && interpreter.startup_modules.count(ref.module)) continue;
             for (auto& child : m_resolver->resolve(module, ref))
                 children.push_back(std::move(child));
         }
