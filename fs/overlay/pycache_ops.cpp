@@ -165,9 +165,9 @@ int OverlayFs::pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlo
     blob->compiled = pyc_result.compiled;
     state.set(blob);
     out = std::move(blob);
-    // Cold directory: compile the sibling modules ahead, so later imports find them ready.
+    // A cold store: queue what the importer will ask for next (import_prefetch.cpp): what this
+    // module imports, in the order CPython will ask, then its package's other modules.
     if (pyc_result.compiled) {
-        // What it imports first (in the order CPython will ask), then its package's modules.
         if (m_config.compile_ahead_imports) prefetch_imports(*pyc.parent, state);
         if (m_config.compile_ahead_package) prefetch_siblings(*pyc.parent, state);
     }
@@ -225,6 +225,7 @@ void OverlayFs::push_to_page_cache(Inode& pyc) {
                                    fuse_buf_copy_flags(0)) == 0) {
         blob->pushed = true;
         ++m_stats.pushes;
+        pyc.pyc->pushable.reset(); // the kernel has it; keep no second reference
     }
 }
 
