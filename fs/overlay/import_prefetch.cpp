@@ -17,8 +17,10 @@
 namespace fs::overlay {
 namespace {
 
-// Modules walked per mount, over its whole life: a bound on the work one cold import starts.
-constexpr std::size_t k_max_walked = 8192;
+// A bound on the work one cold compile starts, and on the memory of what was walked already
+// (forgotten when full: walking again only re-reads sources, the store skips known ones).
+constexpr std::size_t k_max_per_walk = 4096;
+constexpr std::size_t k_max_remembered = 65536;
 constexpr std::size_t k_max_source = 4u << 20; // larger sources are compiled, not scanned
 
 cachecore::util::UniqueFd open_beneath(int root_fd, const std::string& path, int flags) {
@@ -73,12 +75,12 @@ void OverlayFs::walk_imports(const std::string& dir, const std::string& file,
         std::string(1, '\0') + interpreter.cache_tag + std::string(1, '\0') + char('0' + optimize);
     std::vector<ModuleFile> stack{{dir, file}};
     bool first = true; // the module that was just compiled in the foreground
-    while (!stack.empty()) {
+    for (std::size_t walked = 0; !stack.empty() && walked < k_max_per_walk; ++walked) {
         ModuleFile module = std::move(stack.back());
         stack.pop_back();
         {
             std::lock_guard lock(m_imports_mutex);
-            if (m_imports_seen.size() >= k_max_walked) return;
+            if (m_imports_seen.size() >= k_max_remembered) m_imports_seen.clear();
             if (!m_imports_seen.insert(module.path() + suffix).second) continue;
         }
         if (!first) {
