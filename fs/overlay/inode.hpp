@@ -45,7 +45,7 @@ struct DirState {
 struct PycBlob {
     std::string bytes;
     bool compiled = false;                      // built by a compile (not from the store)
-    mutable std::atomic<bool> pushed{false};    // placed in the kernel's page cache (once)
+    mutable std::atomic<bool> pushed{false};    // placed in the kernel's page cache (at least once)
     mutable std::atomic<bool> delivered{false}; // counted in the served statistics
     cachecore::SourceStamp stamp;
     struct stat source_st {};
@@ -64,8 +64,8 @@ struct PycState {
     std::uint64_t generation = 0; // guarded by push_mutex
     // The world-readable blob last given in an entry reply and the generation it was built
     // under (guarded by push_mutex): what a later push may place in the page cache.
-    std::shared_ptr<const PycBlob> pushable;
-    std::uint64_t pushable_generation = 0;
+    std::shared_ptr<const PycBlob> served;
+    std::uint64_t served_generation = 0;
 
     std::shared_ptr<const PycBlob> current() {
         std::lock_guard lock(blob_mutex);

@@ -111,7 +111,7 @@ private:
     void prefetch_imports(Inode& pycache, const PycState& state);
     void walk_imports(const std::string& dir, const std::string& file,
                       const cachecore::python::Interpreter& interpreter, int optimize);
-    void push_to_page_cache(Inode& pyc);
+    void push_to_page_cache(Inode& pyc, bool again);
     void count_delivery(const Inode& pyc, const PycBlob& blob);
     int interpreter_index(const std::string& tag) const;
 

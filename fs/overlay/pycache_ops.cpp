@@ -208,24 +208,26 @@ void OverlayFs::prefetch_siblings(Inode& pycache, const PycState& state) {
     });
 }
 
-void OverlayFs::push_to_page_cache(Inode& pyc) {
+void OverlayFs::push_to_page_cache(Inode& pyc, bool again) {
     // Puts the bytes of the last served pyc into the kernel's page cache, so the importer's
     // read needs no READ round trip. Tried right after the entry reply, where it usually fails
-    // on a new inode (the kernel instantiates it only once the importer runs again), and again
-    // from the IOCTL (TCGETS) CPython <= 3.13 sends between open and read, when the inode
-    // surely exists. Skipped if an invalidation came since the blob was served (the
-    // generation moved): never put stale bytes back.
+    // on a new inode (the kernel instantiates it only once the importer runs again), and from
+    // every IOCTL (TCGETS) CPython <= 3.13 sends between open and read, when the inode surely
+    // exists: `again`, because the kernel may have dropped the pages since (memory pressure,
+    // proactive reclaim), and refilling them costs a copy where a READ costs a round trip.
+    // Skipped if an invalidation came since the blob was served (the generation moved): never
+    // put stale bytes back.
     if (!m_session) return;
     std::lock_guard lock(pyc.pyc->push_mutex);
-    const auto& blob = pyc.pyc->pushable;
-    if (!blob || blob->pushed || pyc.pyc->pushable_generation != pyc.pyc->generation) return;
+    const auto& blob = pyc.pyc->served;
+    if (!blob || (blob->pushed && !again) || pyc.pyc->served_generation != pyc.pyc->generation)
+        return;
     fuse_bufvec buf = FUSE_BUFVEC_INIT(blob->bytes.size());
     buf.buf[0].mem = const_cast<char*>(blob->bytes.data());
     if (fuse_lowlevel_notify_store(m_session, m_table.to_fuse(pyc), 0, &buf,
                                    fuse_buf_copy_flags(0)) == 0) {
         blob->pushed = true;
         ++m_stats.pushes;
-        pyc.pyc->pushable.reset(); // the kernel has it; keep no second reference
     }
 }
 
@@ -285,10 +287,10 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     if (world_readable) {
         {
             std::lock_guard lock(pyc->pyc->push_mutex);
-            pyc->pyc->pushable = blob;
-            pyc->pyc->pushable_generation = generation;
+            pyc->pyc->served = blob;
+            pyc->pyc->served_generation = generation;
         }
-        push_to_page_cache(*pyc);
+        push_to_page_cache(*pyc, false);
     }
     return e.ino;
 }

@@ -211,7 +211,7 @@ void OverlayFs::op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 void OverlayFs::op_ioctl(fuse_req_t req, fuse_ino_t ino) {
     Inode& node = inode(ino);
-    if (node.kind == InodeKind::Pyc) push_to_page_cache(node);
+    if (node.kind == InodeKind::Pyc) push_to_page_cache(node, true);
     fuse_reply_err(req, ENOTTY); // no file here is a terminal or takes ioctls
 }
 
