@@ -281,17 +281,17 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     fill_pyc_attr(*pyc, *blob, e.attr);
     e.attr_timeout = e.entry_timeout = pyc_timeout(*pyc, *blob);
     const bool world_readable = blob->source_st.st_mode & S_IROTH;
+    if (world_readable) {
+        // Recorded before the reply: the importer's TCGETS may reach another thread before
+        // this one returns from fuse_reply_entry, and must find the bytes to push.
+        std::lock_guard lock(pyc->pyc->push_mutex);
+        pyc->pyc->served = blob;
+        pyc->pyc->served_generation = generation;
+    }
     fuse_reply_entry(req, &e);
     // Served: the kernel now has the exact size and gets the bytes by READ or by the push.
     count_delivery(*pyc, *blob);
-    if (world_readable) {
-        {
-            std::lock_guard lock(pyc->pyc->push_mutex);
-            pyc->pyc->served = blob;
-            pyc->pyc->served_generation = generation;
-        }
-        push_to_page_cache(*pyc, false);
-    }
+    if (world_readable) push_to_page_cache(*pyc, false);
     return e.ino;
 }
 
