@@ -220,7 +220,10 @@ void OverlayFs::push_to_page_cache(Inode& pyc, bool again) {
     if (!m_session) return;
     std::lock_guard lock(pyc.pyc->push_mutex);
     const auto& blob = pyc.pyc->served;
-    if (!blob || (blob->pushed && !again) || pyc.pyc->served_generation != pyc.pyc->generation)
+    // Pushing again costs a copy even when the pages are still there: bounded to usual sizes.
+    constexpr std::size_t k_max_repush = 1u << 20;
+    if (!blob || pyc.pyc->served_generation != pyc.pyc->generation ||
+        (blob->pushed && (!again || blob->bytes.size() > k_max_repush)))
         return;
     fuse_bufvec buf = FUSE_BUFVEC_INIT(blob->bytes.size());
     buf.buf[0].mem = const_cast<char*>(blob->bytes.data());
