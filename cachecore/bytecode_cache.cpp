@@ -340,18 +340,20 @@ bool BytecodeCache::prefetching() const {
     return m_impl->options.prefetch;
 }
 
-void BytecodeCache::prefetch(int dirfd, const std::string& name,
-                             const python::Interpreter& interpreter, int optimize) {
-    if (!m_impl->options.prefetch || m_impl->closing || !usable(interpreter)) return;
+std::shared_ptr<const std::string> BytecodeCache::prefetch(int dirfd, const std::string& name,
+                                                           const python::Interpreter& interpreter,
+                                                           int optimize) {
+    if (!m_impl->options.prefetch || m_impl->closing || !usable(interpreter)) return nullptr;
     const std::string file = describe_source(dirfd, name);
     auto looked = m_impl->look_up(m_store, dirfd, name, nullptr, interpreter, optimize, file);
     auto* l = std::get_if<Lookup>(&looked);
-    if (!l || l->entry) return;
-    python::CompileRequest request{l->source->bytes, file, int(store_optimize(optimize))};
+    if (!l || !l->source) return nullptr; // not read: stored, and known unchanged
+    auto source = std::make_shared<const std::string>(std::move(l->source->bytes));
+    if (l->entry) return source;
+    python::CompileRequest request{*source, file, int(store_optimize(optimize))};
     Impl* impl = m_impl.get();
     store::Store* st = &m_store;
     auto key = l->key;
-    auto source = std::make_shared<std::string>(std::move(l->source->bytes));
     const python::Interpreter interp = interpreter;
     // Runs on a pool thread; the pools are destroyed before `impl`, so `impl` outlives it.
     pool_for(interpreter)
@@ -367,6 +369,7 @@ void BytecodeCache::prefetch(int dirfd, const std::string& name,
                            if (!ok) log_compile_error(entry, file, interp.cache_tag);
                            impl->put_entry(*st, key, entry);
                        });
+    return source;
 }
 
 } // namespace cachecore

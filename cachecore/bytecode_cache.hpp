@@ -69,9 +69,11 @@ public:
 
     // If the source's entry is not stored yet, reads the source now and queues a Background
     // compile whose result is stored. Bounded: dropped when the pool's background queue is full
-    // (or when options.prefetch is off). Never reports errors.
-    void prefetch(int dirfd, const std::string& name, const python::Interpreter& interpreter,
-                  int optimize);
+    // (or when options.prefetch is off). Never reports errors. Returns the source's bytes when
+    // it had to read them (callers that also scan the source need not read it again).
+    std::shared_ptr<const std::string> prefetch(int dirfd, const std::string& name,
+                                                const python::Interpreter& interpreter,
+                                                int optimize);
     bool prefetching() const;
 
     // Counters since start, per cache tag. Deltas are pushed to store.add_counters about once a

@@ -1,14 +1,10 @@
 #include "cachecore/imports/module_resolver.hpp"
 
-#include "cachecore/util/unique_fd.hpp"
+#include "cachecore/util/open_beneath.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 namespace cachecore::imports {
 namespace {
@@ -37,15 +33,10 @@ std::vector<std::string> split_dotted(const std::string& name) {
 } // namespace
 
 bool ModuleResolver::is_regular_file(const std::string& path) const {
-    if (path.empty() || path.front() == '/') return false;
-    open_how how{};
-    how.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-    long fd = ::syscall(SYS_openat2, m_root_fd, path.c_str(), &how, sizeof how);
-    if (fd < 0) return false;
-    util::UniqueFd guard{static_cast<int>(fd)};
+    if (path.empty()) return false;
+    auto fd = util::open_beneath(m_root_fd, path, O_PATH);
     struct stat st;
-    return ::fstat(guard.get(), &st) == 0 && S_ISREG(st.st_mode);
+    return fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 std::string ModuleResolver::sys_path_root(const std::string& dir) {

@@ -3,16 +3,15 @@
 // compiles ahead, so the importer finds them ready or in flight instead of compiling each in
 // turn. The compiles run on otherwise idle workers in the idle scheduling class.
 #include "cachecore/imports/import_scanner.hpp"
-#include "cachecore/util/unique_fd.hpp"
+#include "cachecore/source_reader.hpp"
+#include "cachecore/util/open_beneath.hpp"
 #include "fs/overlay/background_queue.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
+#include <utility>
 
 namespace fs::overlay {
 namespace {
@@ -21,32 +20,6 @@ namespace {
 // (forgotten when full: walking again only re-reads sources, the store skips known ones).
 constexpr std::size_t k_max_per_walk = 4096;
 constexpr std::size_t k_max_remembered = 65536;
-constexpr std::size_t k_max_source = 4u << 20; // larger sources are compiled, not scanned
-
-cachecore::util::UniqueFd open_beneath(int root_fd, const std::string& path, int flags) {
-    open_how how{};
-    how.flags = std::uint64_t(flags | O_CLOEXEC | O_NOFOLLOW);
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-    long fd = ::syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how);
-    return cachecore::util::UniqueFd{fd < 0 ? -1 : static_cast<int>(fd)};
-}
-
-std::string read_source(int root_fd, const std::string& path) {
-    auto fd = open_beneath(root_fd, path, O_RDONLY | O_NONBLOCK); // never wait on a FIFO
-    struct stat st;
-    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
-        std::size_t(st.st_size) > k_max_source)
-        return {};
-    std::string text(std::size_t(st.st_size), '\0');
-    std::size_t got = 0;
-    while (got < text.size()) {
-        ssize_t n = ::pread(fd.get(), text.data() + got, text.size() - got, off_t(got));
-        if (n <= 0) break;
-        got += std::size_t(n);
-    }
-    text.resize(got);
-    return text;
-}
 
 } // namespace
 
@@ -83,15 +56,21 @@ void OverlayFs::walk_imports(const std::string& dir, const std::string& file,
             if (m_imports_seen.size() >= k_max_remembered) m_imports_seen.clear();
             if (!m_imports_seen.insert(module.path() + suffix).second) continue;
         }
-        if (!first) {
-            auto dirfd = open_beneath(root_fd, module.dir, O_PATH | O_DIRECTORY);
-            if (!dirfd) continue;
-            m_cache.prefetch(dirfd.get(), module.file, interpreter, optimize);
+        const bool just_compiled = std::exchange(first, false);
+        auto dirfd = cachecore::util::open_beneath(root_fd, module.dir, O_PATH | O_DIRECTORY);
+        if (!dirfd) continue;
+        // The prefetch reads the source when it must compile it; otherwise read it here.
+        std::shared_ptr<const std::string> source;
+        if (!just_compiled)
+            source = m_cache.prefetch(dirfd.get(), module.file, interpreter, optimize);
+        if (!source) {
+            auto read = cachecore::read_source(dirfd.get(), module.file, nullptr, 1);
+            auto* bytes = std::get_if<cachecore::SourceBytes>(&read);
+            if (!bytes) continue;
+            source = std::make_shared<const std::string>(std::move(bytes->bytes));
         }
-        first = false;
-        const std::string source = read_source(root_fd, module.path());
         std::vector<ModuleFile> children;
-        for (const auto& ref : cachecore::imports::scan_imports(source)) {
+        for (const auto& ref : cachecore::imports::scan_imports(*source)) {
             if (ref.deferred) continue; // a function's imports may never run
             if (ref.level == 0 && interpreter.startup_modules.count(ref.module)) continue;
             for (auto& child : m_resolver->resolve(module, ref))
