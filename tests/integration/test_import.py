@@ -165,18 +165,24 @@ class ImportTest(harness.MountTestCase):
                          "a directory without *.py must not get a virtual __pycache__")
         m.assert_source_unchanged(self)
 
-    def test_store_survives_remount(self):
+    def remount_with_filled_store(self):
+        """Every interpreter imports IMPORT_TREE through a first mount, which is then closed;
+        returns (store, compiles made by that mount, a new mount of the same content on it)."""
         store = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "store-")
         self.addCleanup(shutil.rmtree, store, True)
-        n = len(IMPORT_MODULES)
         first = self.mount(IMPORT_TREE, store=store)
         for py in self.pythons:
             self.run_import(first, py)
-        self.assertEqual(first.stats()["totals"]["compiles"], n * len(self.pythons))
+        compiles = first.stats()["totals"]["compiles"]
         first.close()
         self.assertNoMountLeft(first)
+        return store, compiles, self.mount(IMPORT_TREE, store=store)
+
+    def test_store_survives_remount(self):
+        n = len(IMPORT_MODULES)
+        _, compiles, second = self.remount_with_filled_store()
+        self.assertEqual(compiles, n * len(self.pythons))
         # Same content at a different path, new daemon, same store: nothing to compile.
-        second = self.mount(IMPORT_TREE, store=store)
         for py in self.pythons:
             with self.subTest(python=py.tag):
                 self.run_import(second, py)
@@ -190,14 +196,8 @@ class ImportTest(harness.MountTestCase):
         # show up in the watcher's fanotify filesystem mark: they must not count as changes.
         # Every pyc reaches the page cache by the daemon's push (at the lookup, or at the
         # TCGETS CPython <= 3.13 sends between open and read): no READ round trip for any pyc.
-        store = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "store-")
-        self.addCleanup(shutil.rmtree, store, True)
         n = len(IMPORT_MODULES)
-        first = self.mount(IMPORT_TREE, store=store)
-        for py in self.pythons:
-            self.run_import(first, py)
-        first.close()
-        second = self.mount(IMPORT_TREE, store=store)
+        store, _, second = self.remount_with_filled_store()
         # Unrelated writes on the same filesystem during the imports, like the store's own.
         stop = threading.Event()
         scratch = os.path.join(store, "unrelated.txt")
@@ -255,30 +255,30 @@ class ImportTest(harness.MountTestCase):
             "unrelated.py": "U = 1\n",
         }
         py = self.pythons[-1]
+
+        def run(mount, code):
+            proc = harness.run_python(py, code, sys_path=[mount.mountpoint])
+            self.assertPythonOk(proc)
+            return proc
+
+        def compiles(mount):
+            return harness.interpreter_stats(mount.stats(), py.tag)["compiles"]
+
         # --compile-ahead off: exactly what CPython asked for (entry, chain1, chain2).
         off = self.mount(tree, args=["--compile-ahead", "off"])
-        proc = harness.run_python(py, "import entry, chain1; print(chain1.VALUE)",
-                                  sys_path=[off.mountpoint])
-        self.assertPythonOk(proc)
+        run(off, "import entry, chain1; print(chain1.VALUE)")
         time.sleep(0.5)
-        self.assertEqual(harness.interpreter_stats(off.stats(), py.tag)["compiles"], 3)
+        self.assertEqual(compiles(off), 3)
         off.close()
 
         m = self.mount(tree)
-        proc = harness.run_python(py, "import entry, chain1; print(chain1.VALUE)",
-                                  sys_path=[m.mountpoint])
-        self.assertPythonOk(proc)
-        self.assertEqual(proc.stdout.strip(), "7")
-
-        def compiles():
-            return harness.interpreter_stats(m.stats(), py.tag)["compiles"]
-        self.assertTrue(harness.wait_until(lambda: compiles() >= 4, 20), compiles())
+        self.assertEqual(run(m, "import entry, chain1; print(chain1.VALUE)").stdout.strip(), "7")
+        self.assertTrue(harness.wait_until(lambda: compiles(m) >= 4, 20), compiles(m))
         time.sleep(0.5)  # nothing else may follow
-        self.assertEqual(compiles(), 4)  # entry, chain1, chain2, never_run
+        self.assertEqual(compiles(m), 4)  # entry, chain1, chain2, never_run
         before = m.stats()
         for module, compiled in (("never_run", 0), ("deferred_mod", 1), ("unrelated", 1)):
-            proc = harness.run_python(py, "import " + module, sys_path=[m.mountpoint])
-            self.assertPythonOk(proc)
+            run(m, "import " + module)
             delta = harness.stats_delta(before, m.stats(), py.tag)
             self.assertEqual(delta["compiles"], compiled, "%s: %r" % (module, delta))
             before = m.stats()
