@@ -7,6 +7,18 @@
 #include <cstdio>
 
 namespace fs::cli {
+namespace {
+
+// 1 (and the reason on stderr) when the store could not commit what the command changed.
+int write_status(const cachecore::store::Store& store) {
+    if (auto err = store.last_write_error()) {
+        std::fprintf(stderr, "pycachefs: %s\n", err->c_str());
+        return 1;
+    }
+    return 0;
+}
+
+} // namespace
 
 int run_gc(const Settings& cli) {
     auto options = resolve_command_options(cli);
@@ -21,11 +33,7 @@ int run_gc(const Settings& cli) {
                 (unsigned long long)removed, cachecore::util::format_size(before.bytes).c_str(),
                 cachecore::util::format_size(after.bytes).c_str(),
                 cachecore::util::format_size(limit).c_str(), (unsigned long long)after.entries);
-    if (auto err = store->last_write_error()) {
-        std::fprintf(stderr, "pycachefs: %s\n", err->c_str());
-        return 1;
-    }
-    return 0;
+    return write_status(*store);
 }
 
 int run_clear(const Settings& cli) {
@@ -37,11 +45,7 @@ int run_clear(const Settings& cli) {
     store->clear();
     std::printf("removed %llu entries (%s) from %s\n", (unsigned long long)before.entries,
                 cachecore::util::format_size(before.bytes).c_str(), options->store.c_str());
-    if (auto err = store->last_write_error()) {
-        std::fprintf(stderr, "pycachefs: %s\n", err->c_str());
-        return 1;
-    }
-    return 0;
+    return write_status(*store);
 }
 
 int run_verify(const Settings& cli) {
