@@ -354,12 +354,14 @@ std::shared_ptr<const std::string> BytecodeCache::prefetch(int dirfd, const std:
     Impl* impl = m_impl.get();
     store::Store* st = &m_store;
     auto key = l->key;
-    const python::Interpreter interp = interpreter;
-    // Runs on a pool thread; the pools are destroyed before `impl`, so `impl` outlives it.
-    pool_for(interpreter)
-        .compile_async(l->content, std::move(request),
-                       [impl, st, key, source, interp, file](const python::CompileResult& result) {
+    // Runs on a pool thread; the pools are destroyed before `impl`, so `impl` outlives it, and
+    // the pool's own copy of the interpreter outlives the callback (no copy per prefetch).
+    auto& pool = pool_for(interpreter);
+    const python::Interpreter* ip = &pool.interpreter();
+    pool.compile_async(l->content, std::move(request),
+                       [impl, st, key, source, ip, file](const python::CompileResult& result) {
                            if (!storable(result.status)) return;
+                           const python::Interpreter& interp = *ip;
                            auto entry = entry_from(result, interp, *source);
                            const bool ok = entry.kind == store::EntryKind::Code;
                            impl->count(interp.cache_tag, [&](store::Counters& c) {
