@@ -11,6 +11,8 @@
 #include "cachecore/store/entry.hpp"
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -253,6 +255,18 @@ inline std::string check_store_entry(std::string_view data) {
     value.pop_back();
     if (decode_entry(value)) return "a truncated entry decoded";
     return {};
+}
+
+// The body of every fuzz target: run one check on the input and abort on a problem, which is
+// what makes libFuzzer save the input.
+inline int run_check(const char* target, std::string (*check)(std::string_view),
+                     const std::uint8_t* data, std::size_t size) {
+    const std::string problem = check(std::string_view(reinterpret_cast<const char*>(data), size));
+    if (!problem.empty()) {
+        std::fprintf(stderr, "%s: %s\n", target, problem.c_str());
+        std::abort();
+    }
+    return 0;
 }
 
 } // namespace pycachefs_fuzz

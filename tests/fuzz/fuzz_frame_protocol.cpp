@@ -1,15 +1,7 @@
 // libFuzzer target: see check_frame_protocol() in fuzz_checks.hpp for the properties checked.
 #include "tests/fuzz/fuzz_checks.hpp"
 
-#include <cstdio>
-#include <cstdlib>
-
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    const std::string problem = pycachefs_fuzz::check_frame_protocol(
-        std::string_view(reinterpret_cast<const char*>(data), size));
-    if (!problem.empty()) {
-        std::fprintf(stderr, "fuzz_frame_protocol: %s\n", problem.c_str());
-        std::abort();
-    }
-    return 0;
+    return pycachefs_fuzz::run_check("fuzz_frame_protocol", pycachefs_fuzz::check_frame_protocol,
+                                     data, size);
 }

@@ -1,15 +1,7 @@
 // libFuzzer target: see check_store_entry() in fuzz_checks.hpp for the properties checked.
 #include "tests/fuzz/fuzz_checks.hpp"
 
-#include <cstdio>
-#include <cstdlib>
-
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    const std::string problem = pycachefs_fuzz::check_store_entry(
-        std::string_view(reinterpret_cast<const char*>(data), size));
-    if (!problem.empty()) {
-        std::fprintf(stderr, "fuzz_store_entry: %s\n", problem.c_str());
-        std::abort();
-    }
-    return 0;
+    return pycachefs_fuzz::run_check("fuzz_store_entry", pycachefs_fuzz::check_store_entry, data,
+                                     size);
 }
