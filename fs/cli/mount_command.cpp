@@ -8,6 +8,7 @@
 #include "fs/cli/interpreter_choice.hpp"
 #include "fs/cli/unmount.hpp"
 #include "fs/overlay/overlay_fs.hpp"
+#include "fs/transport/uring_transport.hpp"
 
 #include <climits>
 #include <cstdio>
@@ -210,6 +211,11 @@ int run_mount(MountOptions o) {
     co.prefetch = o.compile_ahead != "off";
     cachecore::BytecodeCache cache(*store, co);
 
+    std::string no_uring;
+    const bool use_uring =
+        o.io_uring != "off" && fs::transport::UringTransport::kernel_allows(no_uring);
+    if (o.io_uring == "on" && !use_uring) return fail("--io-uring on: " + no_uring);
+
     overlay::OverlayConfig config;
     config.source = o.source;
     config.mountpoint = o.mountpoint;
@@ -249,6 +255,17 @@ int run_mount(MountOptions o) {
         return fail("cannot mount on '" + o.mountpoint +
                     "' (FUSE refused; allow_other needs user_allow_other in /etc/fuse.conf)");
     guard.mounted = true;
+    // Declared after the guard: the rings stop before the session unmounts.
+    std::unique_ptr<fs::transport::UringTransport> uring;
+    if (use_uring) {
+        try {
+            uring = std::make_unique<fs::transport::UringTransport>(se, 2);
+            filesystem.set_transport_stats([&t = *uring] { return t.stats().dump(); });
+        } catch (const std::exception& e) {
+            if (o.io_uring == "on") return fail(std::string("--io-uring on: ") + e.what());
+            LOG_WARN(std::string("FUSE over io_uring not used: ") + e.what());
+        }
+    }
     SignalThread signals(o.mountpoint);
     filesystem.start(se);
     if (!o.pid_file.empty()) {
@@ -265,6 +282,7 @@ int run_mount(MountOptions o) {
     fuse_loop_cfg_set_idle_threads(loop, 8);
     int rc = fuse_session_loop_mt(se, loop);
     fuse_loop_cfg_destroy(loop);
+    if (uring) uring->stop();
 
     filesystem.stop();
     cache.push_counters();

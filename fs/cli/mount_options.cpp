@@ -91,6 +91,9 @@ std::string apply_setting(const Setting& s, MountOptions& o) {
         if (value != "all" && value != "imports" && value != "package" && value != "off")
             return invalid("all, imports, package or off");
         o.compile_ahead = value;
+    } else if (key == "io_uring") {
+        if (value != "auto" && value != "on" && value != "off") return invalid("auto, on or off");
+        o.io_uring = value;
     } else if (key == "foreground")
         return flag(o.foreground);
     else if (key == "debug")

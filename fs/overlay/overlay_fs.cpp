@@ -130,6 +130,10 @@ std::string OverlayFs::stats_json() {
               {"watching", m_watcher ? m_watcher->describe() : std::string("none")},
               {"totals", totals},
               {"interpreters", interpreters}};
+    if (m_transport_stats)
+        j.update(json::parse(m_transport_stats()));
+    else
+        j["transport"] = "/dev/fuse";
     return j.dump(2);
 }
 

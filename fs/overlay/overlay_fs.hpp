@@ -10,6 +10,7 @@
 #include "fs/overlay/overlay_config.hpp"
 
 #include <fuse_lowlevel.h>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,10 @@ public:
     void start(fuse_session* session);
     void stop();
     std::string stats_json();
+    // Adds the transport's counters (FUSE over io_uring or /dev/fuse) to stats_json().
+    void set_transport_stats(std::function<std::string()> json_object) {
+        m_transport_stats = std::move(json_object);
+    }
 
     // ---- operations (called through the trampolines in overlay_fs.cpp) ----
     void op_init(fuse_conn_info* conn);
@@ -116,6 +121,7 @@ private:
     int interpreter_index(const std::string& tag) const;
 
     OverlayConfig m_config;
+    std::function<std::string()> m_transport_stats;
     std::string m_source_real; // realpath of the source (to name co_filename under the mount)
     cachecore::BytecodeCache& m_cache;
     InodeTable m_table;

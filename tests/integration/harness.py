@@ -12,6 +12,8 @@ Contents:
   TempUser                  throwaway unprivileged account (useradd/userdel)
   write_tree / snapshot     build a source tree from a dict; prove a tree was left untouched
   stats(mnt)                `pycachefs stats MNT --json`
+  TRANSPORT                 "dev" (/dev/fuse) or "io_uring": $PYCACHEFS_TEST_TRANSPORT; every
+                            Mount passes the matching --io-uring and proves the transport it got
 A process-wide registry plus atexit and SIGTERM/SIGHUP handlers tear down whatever a failing or
 interrupted test left behind, so no run ever leaves a FUSE mount or a test account behind.
 """
@@ -41,6 +43,31 @@ CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # How long a change made beneath the mount may take to show (documented bound is 1 s).
 FRESHNESS_POLL_SECONDS = 1.5
 TEMP_PREFIX = "pcfs-it-"
+# Which FUSE transport every Mount uses; CTest runs the integration suite once with each.
+TRANSPORT = os.environ.get("PYCACHEFS_TEST_TRANSPORT", "dev")
+URING_SWITCH = "/sys/module/fuse/parameters/enable_uring"
+
+
+def uring_switch():
+    """The fuse module's enable_uring ("Y"/"N"), or None on a kernel without FUSE io_uring."""
+    try:
+        with open(URING_SWITCH) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def require_transport():
+    """For the io_uring run: the kernel must have FUSE over io_uring; it is switched on here
+    (scripts/test puts the switch back when the run ends). A kernel without it skips the run."""
+    if TRANSPORT != "io_uring":
+        return
+    value = uring_switch()
+    if value is None:
+        raise unittest.SkipTest("this kernel has no FUSE over io_uring (%s)" % URING_SWITCH)
+    if value not in ("Y", "1"):
+        with open(URING_SWITCH, "w") as f:
+            f.write("Y")
 
 
 def log(msg):
@@ -456,6 +483,8 @@ class Mount:
             cmd += ["--python", p.path]
         if self.rw:
             cmd.append("--rw")
+        if not any(a.startswith("--io-uring") for a in self.args):
+            cmd += ["--io-uring", "on" if TRANSPORT == "io_uring" else "off"]
         cmd += self.args
         if self.foreground:
             cmd.append("-f")
@@ -477,6 +506,7 @@ class Mount:
                                      % (self.process.returncode, " ".join(cmd),
                                         self.output_tail()))
             self.pid = self.process.pid
+            self._check_transport()
             return self
         proc = run_tool(cmd, timeout=timeout, env=clean_env(self.env))
         if proc.returncode != 0:
@@ -488,7 +518,17 @@ class Mount:
             self.close()
             raise AssertionError("`pycachefs mount` returned 0 before the mount was live")
         self.pid = self._read_pid()
+        self._check_transport()
         return self
+
+    def _check_transport(self):
+        if TRANSPORT != "io_uring" or any(a.startswith("--io-uring") for a in self.args):
+            return
+        got = stats(self.mountpoint, self.binary).get("transport")
+        if got != "io_uring":
+            self.close()
+            raise AssertionError("mounted with --io-uring on, but serving through %r\n%s"
+                                 % (got, self.log_tail()))
 
     def _read_pid(self):
         if self.use_pid_file:
@@ -687,6 +727,7 @@ class MountTestCase(unittest.TestCase):
         if not os.access(pycachefs_bin(), os.X_OK):
             raise AssertionError("pycachefs binary not found at %s (set PYCACHEFS_BIN)"
                                  % pycachefs_bin())
+        require_transport()
         cls.pythons = find_pythons()
         if not cls.pythons:
             raise AssertionError("no CPython >= 3.6 found")
@@ -714,4 +755,8 @@ class MountTestCase(unittest.TestCase):
 
 
 def main():
+    if TRANSPORT == "io_uring" and uring_switch() is None:
+        # CTest reports exit code 77 as skipped: this kernel cannot run the io_uring pass.
+        print("skipped: this kernel has no FUSE over io_uring (%s)" % URING_SWITCH)
+        sys.exit(77)
     unittest.main(verbosity=2)
