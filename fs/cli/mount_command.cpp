@@ -10,6 +10,7 @@
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/transport/uring_transport.hpp"
 
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include <fstream>
 #include <pthread.h>
 #include <set>
+#include <sstream>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -66,6 +68,45 @@ bool is_dead_mount(const std::string& path) {
     return dead;
 }
 
+// Whether `path` is itself the mount point of a pycachefs mount (/proc/self/mountinfo; its
+// fields escape blanks and backslashes as octal).
+bool is_pycachefs_mount(const std::string& path) {
+    std::ifstream in("/proc/self/mountinfo");
+    auto unescape = [](const std::string& f) {
+        std::string out;
+        for (std::size_t i = 0; i < f.size(); ++i) {
+            if (f[i] == '\\' && i + 3 < f.size()) {
+                out += char(std::stoi(f.substr(i + 1, 3), nullptr, 8));
+                i += 3;
+            } else {
+                out += f[i];
+            }
+        }
+        return out;
+    };
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream fields(line);
+        std::string id, parent, dev, root, point, skip;
+        fields >> id >> parent >> dev >> root >> point;
+        while (fields >> skip && skip != "-") {
+        }
+        std::string fstype;
+        fields >> fstype;
+        if (fstype == "fuse.pycachefs" && unescape(point) == path) return true;
+    }
+    return false;
+}
+
+// A daemon that served over io_uring releases its connection a moment after it dies (the
+// kernel tears the rings down asynchronously): until then its mount still looks alive.
+bool dies_soon(const std::string& path) {
+    for (int i = 0; i < 40; ++i) {
+        if (is_dead_mount(path)) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+}
+
 // Returns an error message, or empty when the paths are usable.
 std::string check_paths(MountOptions& o) {
     o.source = absolute(o.source);
@@ -74,7 +115,8 @@ std::string check_paths(MountOptions& o) {
     if (::stat(o.source.c_str(), &st) < 0)
         return "source '" + o.source + "': " + std::strerror(errno);
     if (!S_ISDIR(st.st_mode)) return "source '" + o.source + "' is not a directory";
-    if (is_dead_mount(o.mountpoint)) {
+    const bool ours = is_pycachefs_mount(o.mountpoint);
+    if (is_dead_mount(o.mountpoint) || (ours && dies_soon(o.mountpoint))) {
         // A daemon died without unmounting: detach the dead mount and reuse the directory.
         if (auto err = unmount_path(o.mountpoint, true); !err.empty())
             return "mount point '" + o.mountpoint +
@@ -84,6 +126,9 @@ std::string check_paths(MountOptions& o) {
         return "mount point '" + o.mountpoint + "': " + std::strerror(errno) +
                " (create it with mkdir)";
     if (!S_ISDIR(st.st_mode)) return "mount point '" + o.mountpoint + "' is not a directory";
+    if (is_pycachefs_mount(o.mountpoint))
+        return "'" + o.mountpoint + "' is already a live pycachefs mount (pycachefs unmount " +
+               o.mountpoint + " first)";
     if (!o.nonempty && !dir_is_empty(o.mountpoint))
         return "mount point '" + o.mountpoint +
                "' is not empty (use an empty directory, or -o nonempty)";

@@ -86,6 +86,16 @@ class CliTest(harness.MountTestCase):
             self.one_line_error(harness.run_tool([m.binary, "unmount", m.mountpoint]),
                                 m.mountpoint)
 
+    def test_mounting_over_a_live_mount_is_refused(self):
+        py = self.pythons[-1]
+        m = self.mount({"m.py": "M = 1\n"}, pythons=[py])
+        proc = harness.run_tool([m.binary, "mount", m.source, m.mountpoint, "--store", m.store,
+                                 "--python", py.path, "--io-uring", "off"], timeout=60)
+        self.one_line_error(proc, "already a live pycachefs mount")
+        # The first mount still serves.
+        self.assertPythonOk(harness.run_python(py, "import m", sys_path=[m.mountpoint]))
+        self.assertEqual(len([x for x in harness.mounts() if x[0] == m.mountpoint]), 1)
+
     def test_bare_o_form(self):
         py = self.pythons[-1]
         m = self.mount(PKG_TREE, pythons=[py], mount_class=BareFormMount, use_pid_file=False)
