@@ -20,8 +20,8 @@
 #include <fstream>
 #include <pthread.h>
 #include <set>
-#include <sstream>
 #include <signal.h>
+#include <sstream>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <thread>

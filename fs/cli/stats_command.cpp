@@ -34,6 +34,15 @@ int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
                 j["rw"].get<bool>() ? "rw" : "ro", j["pyc_mode"].get<std::string>().c_str());
     std::printf("store        %s\n", j["store"].get<std::string>().c_str());
     std::printf("watching     %s\n", j["watching"].get<std::string>().c_str());
+    std::string transport = j.value("transport", std::string("/dev/fuse"));
+    if (j.contains("ring_requests_per_queue")) {
+        std::string per_queue;
+        for (auto& n : j["ring_requests_per_queue"])
+            per_queue += (per_queue.empty() ? "" : " / ") + std::to_string(n.get<std::uint64_t>());
+        transport += " (" + std::to_string(j["ring_workers"].get<std::uint64_t>()) +
+                     " ring workers; requests per CPU queue " + per_queue + ")";
+    }
+    std::printf("transport    %s\n", transport.c_str());
     // What reached the daemon: everything else the kernel answered from its caches.
     std::string requests;
     for (auto& [name, n] : j["requests"].items()) {

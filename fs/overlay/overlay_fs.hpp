@@ -9,8 +9,8 @@
 #include "fs/overlay/live_stats.hpp"
 #include "fs/overlay/overlay_config.hpp"
 
-#include <fuse_lowlevel.h>
 #include <functional>
+#include <fuse_lowlevel.h>
 #include <map>
 #include <memory>
 #include <mutex>

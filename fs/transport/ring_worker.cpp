@@ -133,7 +133,8 @@ void RingWorker::run() {
         m_phase_cv.wait(lock, [this] { return m_phase != Phase::Waiting; });
         if (m_phase == Phase::Stop) return;
     }
-    pthread_setname_np(pthread_self(), ("pcfs-ring-" + std::to_string(m_qid)).substr(0, 15).c_str());
+    pthread_setname_np(pthread_self(),
+                       ("pcfs-ring-" + std::to_string(m_qid)).substr(0, 15).c_str());
     cpu_set_t cpus;
     CPU_ZERO(&cpus);
     CPU_SET(m_qid, &cpus);

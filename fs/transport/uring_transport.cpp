@@ -123,7 +123,8 @@ ssize_t UringTransport::writev(int fd, iovec* iov, int count) {
         for (auto& w : m_workers)
             if (w->take_reply(out->unique, iov, count, written)) return written;
     }
-    if (out->unique != 0 && out->unique == m_init_unique.load()) return write_init_reply(fd, iov, count);
+    if (out->unique != 0 && out->unique == m_init_unique.load())
+        return write_init_reply(fd, iov, count);
     return ::writev(fd, iov, count);
 }
 
