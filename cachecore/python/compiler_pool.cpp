@@ -307,7 +307,7 @@ CompilerPool::CompilerPool(Interpreter interpreter, PoolOptions options)
     m_impl->interpreter = std::move(interpreter);
     m_impl->options = options;
     m_impl->slots =
-        options.workers ? options.workers : std::max(1U, std::thread::hardware_concurrency());
+        options.workers ? options.workers : std::max(1U, std::thread::hardware_concurrency()) + 1;
 }
 
 CompilerPool::~CompilerPool() {

@@ -40,7 +40,9 @@ struct CompileResult {
 enum class Priority { Foreground, Background };
 
 struct PoolOptions {
-    unsigned workers = 0; // 0 = one per core
+    // 0 = one per core plus one: compiles ahead may use every core (in the idle class) and an
+    // importer's compile still finds a free worker (compiles ahead never take the last one).
+    unsigned workers = 0;
     std::chrono::milliseconds timeout{30000};
     std::size_t background_queue_limit = 4096; // compile_async jobs waiting at most
 };

@@ -315,6 +315,26 @@ TEST(CompilerPool, CompilesAheadRunIdleClassUntilAnImporterWaits) {
     EXPECT_EQ(policy_of(worker), SCHED_OTHER);
 }
 
+TEST(CompilerPool, DefaultPoolRunsAheadOnEveryCoreAndKeepsAWorkerForImporters) {
+    const unsigned cores = std::max(1U, std::thread::hardware_concurrency());
+    py::CompilerPool pool(fault_interpreter(), py::PoolOptions{0, std::chrono::seconds(60)});
+    std::atomic<unsigned> finished{0};
+    for (unsigned i = 0; i < cores; ++i) {
+        std::string src = big_source(60000) + "AHEAD = " + std::to_string(i) + "\n";
+        ASSERT_TRUE(pool.compile_async(ContentHash::of(src), request(src, "ahead.py"),
+                                       [&](const py::CompileResult&) { ++finished; }));
+    }
+    EXPECT_TRUE(wait_for([&] { return pool.worker_pids().size() == cores; }))
+        << "compiles ahead should run on every core at once";
+    // Every core is busy compiling ahead, yet an importer's compile starts at once on the
+    // worker kept for it: it is done while all of them still run.
+    auto fg = pool.compile(ContentHash::of("x = 1\n"), request("x = 1\n", "x.py"));
+    EXPECT_EQ(fg.status, Status::Ok);
+    EXPECT_EQ(finished.load(), 0U);
+    EXPECT_EQ(pool.worker_pids().size(), cores + 1);
+    EXPECT_TRUE(wait_for([&] { return finished.load() == cores; }));
+}
+
 TEST(CompilerPool, WorkersDieWithThePool) {
     std::vector<pid_t> pids;
     {
