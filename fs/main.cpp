@@ -83,8 +83,8 @@ void add_mount_options(CLI::App& cmd, SettingOptions& s, fs::cli::MountOptions& 
            "What a cold compile queues on idle workers: all (default), imports (what it imports), "
            "package (its package's modules) or off");
     s.text(cmd, "--io-uring", "io_uring",
-           "FUSE over io_uring: auto (default: when the kernel has it switched on), on (fail "
-           "without it) or off (/dev/fuse)");
+           "FUSE over io_uring: off (default: /dev/fuse), auto (when the kernel has it switched "
+           "on) or on (fail without it)");
     s.flag(cmd, "-f,--foreground", "foreground", "Stay in the foreground, log to stderr");
     s.flag(cmd, "-d,--debug", "debug", "Debug log (see --fuse-debug for FUSE requests)");
     s.flag(cmd, "--fuse-debug", "fuse_debug", "Print every FUSE request (libfuse's -d)");

@@ -22,7 +22,7 @@ struct MountOptions {
     bool hide_real_pycache = true;
     std::string watcher = "auto";      // auto | fanotify | inotify
     std::string compile_ahead = "all"; // all | imports | package | off
-    std::string io_uring = "auto";     // auto | on | off: FUSE over io_uring
+    std::string io_uring = "off";      // auto | on | off: FUSE over io_uring
     bool foreground = false;
     bool debug = false; // debug log (and libfuse's request trace with -d -d)
     bool fuse_debug = false;

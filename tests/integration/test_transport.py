@@ -65,13 +65,16 @@ class TransportTest(harness.MountTestCase):
                 self.assertEqual(m.stats()["transport"], expected)
                 m.close()
 
-    def test_off_ignores_the_kernel_switch(self):
+    def test_off_and_the_default_ignore_the_kernel_switch(self):
         set_switch("Y")
-        m = self.mount(TREE, pythons=[self.py()], args=["--io-uring", "off"])
-        os.listdir(m.mnt("many"))
-        st = m.stats()
-        self.assertEqual(st["transport"], "/dev/fuse")
-        self.assertNotIn("ring_requests", st)
+        for args, flag in ((["--io-uring", "off"], True), ([], False)):
+            with self.subTest(args=args):
+                m = self.mount(TREE, pythons=[self.py()], args=args, transport_flag=flag)
+                os.listdir(m.mnt("many"))
+                st = m.stats()
+                self.assertEqual(st["transport"], "/dev/fuse")
+                self.assertNotIn("ring_requests", st)
+                m.close()
 
     def test_every_cpu_queue_serves_its_own_processes(self):
         set_switch("Y")
