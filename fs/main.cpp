@@ -91,7 +91,8 @@ void add_mount_options(CLI::App& cmd, SettingOptions& s, fs::cli::MountOptions& 
     s.text(cmd, "--log-file", "log_file", "Log here (default: stderr in the foreground, syslog)");
     s.text(cmd, "--log-level", "log_level", "debug, info, warning (default) or error");
     s.text(cmd, "--pid-file", "pid_file", "Write the daemon's pid here");
-    s.text(cmd, "--workers", "workers", "Compile workers per interpreter (default: one per core, plus one)");
+    s.text(cmd, "--workers", "workers",
+           "Compile workers per interpreter (default: one per core, plus one)");
     s.text(cmd, "--compile-timeout", "compile_timeout",
            "Seconds before a hung compile is killed (default 30)");
     cmd.add_option("-o", o_opts,
