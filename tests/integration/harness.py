@@ -48,6 +48,11 @@ TRANSPORT = os.environ.get("PYCACHEFS_TEST_TRANSPORT", "dev")
 URING_SWITCH = "/sys/module/fuse/parameters/enable_uring"
 
 
+def transport_value():
+    """The --io-uring value every mount of this pass uses."""
+    return "on" if TRANSPORT == "io_uring" else "off"
+
+
 def uring_switch():
     """The fuse module's enable_uring ("Y"/"N"), or None on a kernel without FUSE io_uring."""
     try:
@@ -491,7 +496,7 @@ class Mount:
         if self.rw:
             cmd.append("--rw")
         if self.transport_flag and not any(a.startswith("--io-uring") for a in self.args):
-            cmd += ["--io-uring", "on" if TRANSPORT == "io_uring" else "off"]
+            cmd += ["--io-uring", transport_value()]
         cmd += self.args
         if self.foreground:
             cmd.append("-f")

@@ -26,7 +26,8 @@ class BareFormMount(harness.Mount):
     """`pycachefs SOURCE MOUNTPOINT -o allow_other,store=...,python=...` (mount.fuse3 style)."""
 
     def command(self):
-        opts = ["allow_other", "store=" + self.store] + ["python=" + p.path for p in self.pythons]
+        opts = ["allow_other", "store=" + self.store, "io_uring=" + harness.transport_value()]
+        opts += ["python=" + p.path for p in self.pythons]
         return [self.binary, self.source, self.mountpoint, "-o", ",".join(opts)]
 
 
@@ -36,7 +37,8 @@ class Mount8Mount(harness.Mount):
 
     def command(self):
         opts = ["ro", "store=" + self.store, "pid_file=" + self.pid_file,
-                "log_file=" + self.log_file] + ["python=" + p.path for p in self.pythons]
+                "log_file=" + self.log_file, "io_uring=" + harness.transport_value()]
+        opts += ["python=" + p.path for p in self.pythons]
         return ["mount", "-t", "fuse", "-o", ",".join(opts),
                 "%s#%s" % (self.binary, self.source), self.mountpoint]
 
