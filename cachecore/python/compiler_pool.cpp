@@ -9,6 +9,7 @@
 #include <deque>
 #include <linux/capability.h>
 #include <mutex>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -133,6 +134,18 @@ struct CompilerPool::Impl {
     std::vector<std::thread> threads;
     bool stopping = false;
     PoolStats stats;
+
+    // Slot threads start on whatever thread first needs a compile, and a thread inherits its
+    // creator's CPU affinity and name: a FUSE io_uring worker is pinned to one CPU, and the
+    // compile workers forked from these threads would all have been confined to that CPU too.
+    // They take the process's own affinity (its main thread's) instead.
+    static void detach_from_starter() {
+        pthread_setname_np(pthread_self(), "pcfs-compile");
+        cpu_set_t cpus;
+        CPU_ZERO(&cpus);
+        if (::sched_getaffinity(::getpid(), sizeof cpus, &cpus) == 0)
+            (void)::sched_setaffinity(0, sizeof cpus, &cpus);
+    }
 
     void start_threads_locked() {
         if (!threads.empty()) return;
@@ -264,6 +277,7 @@ struct CompilerPool::Impl {
     }
 
     void slot_main(unsigned slot) {
+        detach_from_starter();
         std::unique_ptr<Worker> worker;
         for (;;) {
             std::shared_ptr<Job> job;

@@ -335,6 +335,28 @@ TEST(CompilerPool, DefaultPoolRunsAheadOnEveryCoreAndKeepsAWorkerForImporters) {
     EXPECT_TRUE(wait_for([&] { return finished.load() == cores; }));
 }
 
+TEST(CompilerPool, WorkersKeepTheProcessAffinityWhateverThreadStartsThem) {
+    cpu_set_t all;
+    ASSERT_EQ(::sched_getaffinity(::getpid(), sizeof all, &all), 0);
+    if (CPU_COUNT(&all) < 2) GTEST_SKIP() << "needs two CPUs";
+    int first = 0;
+    while (!CPU_ISSET(first, &all)) ++first;
+    py::CompilerPool pool(fault_interpreter(), py::PoolOptions{1, std::chrono::seconds(30)});
+    // The first compile comes from a thread pinned to one CPU (as a FUSE io_uring worker is).
+    std::thread([&] {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(first, &one);
+        ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);
+        EXPECT_EQ(pool.compile(ContentHash::of("x = 1\n"), request("x = 1\n", "x.py")).status,
+                  Status::Ok);
+    }).join();
+    ASSERT_EQ(pool.worker_pids().size(), 1U);
+    cpu_set_t worker;
+    ASSERT_EQ(::sched_getaffinity(pool.worker_pids()[0], sizeof worker, &worker), 0);
+    EXPECT_TRUE(CPU_EQUAL(&worker, &all)) << "the compile worker is confined to CPU " << first;
+}
+
 TEST(CompilerPool, WorkersDieWithThePool) {
     std::vector<pid_t> pids;
     {
