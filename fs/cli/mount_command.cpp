@@ -116,7 +116,8 @@ std::string check_paths(MountOptions& o) {
         return "source '" + o.source + "': " + std::strerror(errno);
     if (!S_ISDIR(st.st_mode)) return "source '" + o.source + "' is not a directory";
     const bool ours = is_pycachefs_mount(o.mountpoint);
-    if (is_dead_mount(o.mountpoint) || (ours && dies_soon(o.mountpoint))) {
+    const bool dead = ours ? dies_soon(o.mountpoint) : is_dead_mount(o.mountpoint);
+    if (dead) {
         // A daemon died without unmounting: detach the dead mount and reuse the directory.
         if (auto err = unmount_path(o.mountpoint, true); !err.empty())
             return "mount point '" + o.mountpoint +
@@ -126,7 +127,7 @@ std::string check_paths(MountOptions& o) {
         return "mount point '" + o.mountpoint + "': " + std::strerror(errno) +
                " (create it with mkdir)";
     if (!S_ISDIR(st.st_mode)) return "mount point '" + o.mountpoint + "' is not a directory";
-    if (is_pycachefs_mount(o.mountpoint))
+    if (ours && !dead)
         return "'" + o.mountpoint + "' is already a live pycachefs mount (pycachefs unmount " +
                o.mountpoint + " first)";
     if (!o.nonempty && !dir_is_empty(o.mountpoint))
@@ -305,7 +306,7 @@ int run_mount(MountOptions o) {
     if (use_uring) {
         try {
             uring = std::make_unique<fs::transport::UringTransport>(se, 2);
-            filesystem.set_transport_stats([&t = *uring] { return t.stats().dump(); });
+            filesystem.set_transport_stats([&t = *uring] { return t.stats(); });
         } catch (const std::exception& e) {
             if (o.io_uring == "on") return fail(std::string("--io-uring on: ") + e.what());
             LOG_WARN(std::string("FUSE over io_uring not used: ") + e.what());

@@ -131,7 +131,7 @@ std::string OverlayFs::stats_json() {
               {"totals", totals},
               {"interpreters", interpreters}};
     if (m_transport_stats)
-        j.update(json::parse(m_transport_stats()));
+        j.update(m_transport_stats());
     else
         j["transport"] = "/dev/fuse";
     return j.dump(2);

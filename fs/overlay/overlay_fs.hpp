@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_set>
 
@@ -40,7 +41,7 @@ public:
     void stop();
     std::string stats_json();
     // Adds the transport's counters (FUSE over io_uring or /dev/fuse) to stats_json().
-    void set_transport_stats(std::function<std::string()> json_object) {
+    void set_transport_stats(std::function<nlohmann::json()> json_object) {
         m_transport_stats = std::move(json_object);
     }
 
@@ -121,7 +122,7 @@ private:
     int interpreter_index(const std::string& tag) const;
 
     OverlayConfig m_config;
-    std::function<std::string()> m_transport_stats;
+    std::function<nlohmann::json()> m_transport_stats;
     std::string m_source_real; // realpath of the source (to name co_filename under the mount)
     cachecore::BytecodeCache& m_cache;
     InodeTable m_table;

@@ -216,11 +216,10 @@ bool RingWorker::handle(const io_uring_cqe& cqe) {
 }
 
 void RingWorker::dispatch() {
-    auto* header = reinterpret_cast<abi::RingHeader*>(m_header.data());
     fuse_in_header in;
-    std::memcpy(&in, header->in_out, sizeof in);
-    const std::size_t payload = header->ent_in_out.payload_sz;
-    m_commit_id = header->ent_in_out.commit_id;
+    std::memcpy(&in, header().in_out, sizeof in);
+    const std::size_t payload = header().ent_in_out.payload_sz;
+    m_commit_id = header().ent_in_out.commit_id;
     {
         std::lock_guard lock(m_mutex);
         m_replied = false;
@@ -239,7 +238,7 @@ void RingWorker::dispatch() {
     const std::size_t op_size = in.len - fixed;
     char* start = m_area.data() + k_prefix - op_size - sizeof in;
     std::memcpy(start, &in, sizeof in);
-    std::memcpy(start + sizeof in, header->op_in, op_size);
+    std::memcpy(start + sizeof in, header().op_in, op_size);
     fuse_buf buf{};
     buf.mem = start;
     buf.size = in.len;
@@ -247,6 +246,10 @@ void RingWorker::dispatch() {
     fuse_session_process_buf(m_session, &buf);
     t_current = nullptr;
     finish_request();
+}
+
+RingWorker* RingWorker::current() {
+    return t_current;
 }
 
 void RingWorker::finish_request() {
@@ -257,15 +260,18 @@ void RingWorker::finish_request() {
         m_awaiting = true;
 }
 
-void RingWorker::reply_error(int error) {
-    auto* header = reinterpret_cast<abi::RingHeader*>(m_header.data());
+void RingWorker::write_error_header(std::uint64_t unique, int error) {
     fuse_out_header out{};
     out.len = sizeof out;
     out.error = -error;
-    out.unique = m_unique.load();
-    std::memcpy(header->in_out, &out, sizeof out);
-    header->ent_in_out.payload_sz = 0;
+    out.unique = unique;
+    std::memcpy(header().in_out, &out, sizeof out);
+    header().ent_in_out.payload_sz = 0;
+}
+
+void RingWorker::reply_error(int error) {
     std::lock_guard lock(m_mutex);
+    write_error_header(m_unique.load(), error);
     commit();
 }
 
@@ -281,28 +287,22 @@ bool RingWorker::take_reply(std::uint64_t unique, const iovec* iov, int count, s
     if (m_unique.load(std::memory_order_acquire) != unique) return false;
     std::unique_lock lock(m_mutex);
     if (m_unique.load() != unique || m_replied) return false;
-    auto* header = reinterpret_cast<abi::RingHeader*>(m_header.data());
     std::size_t payload = 0;
     for (int i = 1; i < count; ++i) payload += iov[i].iov_len;
     written = ssize_t(iov[0].iov_len + payload);
     if (iov[0].iov_len != sizeof(fuse_out_header) || payload > m_payload) {
         // Never happens with libfuse's replies; refuse the request rather than truncate it.
-        fuse_out_header out{};
-        out.len = sizeof out;
-        out.error = -EIO;
-        out.unique = unique;
-        std::memcpy(header->in_out, &out, sizeof out);
-        header->ent_in_out.payload_sz = 0;
+        write_error_header(unique, EIO);
         written = -1;
         errno = EINVAL;
     } else {
-        std::memcpy(header->in_out, iov[0].iov_base, sizeof(fuse_out_header));
+        std::memcpy(header().in_out, iov[0].iov_base, sizeof(fuse_out_header));
         char* dest = m_area.data() + k_prefix;
         for (int i = 1; i < count; ++i) {
             std::memcpy(dest, iov[i].iov_base, iov[i].iov_len);
             dest += iov[i].iov_len;
         }
-        header->ent_in_out.payload_sz = std::uint32_t(payload);
+        header().ent_in_out.payload_sz = std::uint32_t(payload);
     }
     m_replied = true;
     if (t_current == this) return true; // finish_request() commits on this thread

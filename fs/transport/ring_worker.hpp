@@ -55,6 +55,9 @@ public:
     // writev hook). False when `unique` is not this worker's request.
     bool take_reply(std::uint64_t unique, const iovec* iov, int count, ssize_t& written);
 
+    // The worker whose request this thread is running, if any (its reply is almost always next).
+    static RingWorker* current();
+
     std::uint64_t served() const { return m_served.load(std::memory_order_relaxed); }
 
 private:
@@ -66,6 +69,8 @@ private:
     void commit();
     void submit_register();
     void reply_error(int error);
+    void write_error_header(std::uint64_t unique, int error); // a reply with no payload
+    abi::RingHeader& header() const { return *reinterpret_cast<abi::RingHeader*>(m_header.data()); }
     io_uring_sqe* command_sqe(abi::Command command);
     void arm_wake();
 

@@ -48,7 +48,7 @@ bool UringTransport::kernel_allows(std::string& why) {
 }
 
 UringTransport::UringTransport(fuse_session* session, unsigned threads_per_queue)
-    : m_session(session), m_queues(unsigned(std::max(1, get_nprocs_conf()))) {
+    : m_queues(unsigned(std::max(1, get_nprocs_conf()))) {
     const int fd = fuse_session_fd(session);
     // The kernel has one queue per possible CPU and uses the ring only once every queue has an
     // entry, so all of them get workers, online or not.
@@ -109,7 +109,6 @@ void UringTransport::note_request(const void* buf, std::size_t size) {
     const std::uint64_t flags =
         init.flags | ((init.flags & abi::k_init_ext) ? std::uint64_t(init.flags2) << 32 : 0);
     if (flags & abi::k_over_io_uring) {
-        m_offered = true;
         m_init_unique = in->unique;
     } else {
         LOG_WARN("the kernel did not offer FUSE over io_uring; serving through /dev/fuse");
@@ -120,6 +119,8 @@ ssize_t UringTransport::writev(int fd, iovec* iov, int count) {
     const auto* out = static_cast<const fuse_out_header*>(iov[0].iov_base);
     if (out->unique != 0 && m_active.load(std::memory_order_relaxed)) {
         ssize_t written = 0;
+        if (auto* w = RingWorker::current(); w && w->take_reply(out->unique, iov, count, written))
+            return written;
         for (auto& w : m_workers)
             if (w->take_reply(out->unique, iov, count, written)) return written;
     }

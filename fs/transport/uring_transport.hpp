@@ -41,11 +41,9 @@ private:
     ssize_t writev(int fd, iovec* iov, int count);
     ssize_t write_init_reply(int fd, iovec* iov, int count);
 
-    fuse_session* m_session;
     unsigned m_queues;
     std::vector<std::unique_ptr<RingWorker>> m_workers;
     std::atomic<std::uint64_t> m_init_unique{0}; // the INIT request, when it offered io_uring
-    std::atomic<bool> m_offered{false};
     std::atomic<bool> m_active{false};
 };
 
