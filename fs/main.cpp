@@ -85,6 +85,10 @@ void add_mount_options(CLI::App& cmd, SettingOptions& s, fs::cli::MountOptions& 
     s.text(cmd, "--io-uring", "io_uring",
            "FUSE over io_uring: off (default: /dev/fuse), auto (when the kernel has it switched "
            "on) or on (fail without it)");
+    s.text(cmd, "--pyc-links", "pyc_links",
+           "auto (default: pycs are symlinks to real files in a private directory under "
+           "/dev/shm, so imports need no FUSE round trip), DIR (the same under DIR) or off "
+           "(pycs are FUSE files)");
     s.flag(cmd, "-f,--foreground", "foreground", "Stay in the foreground, log to stderr");
     s.flag(cmd, "-d,--debug", "debug", "Debug log (see --fuse-debug for FUSE requests)");
     s.flag(cmd, "--fuse-debug", "fuse_debug", "Print every FUSE request (libfuse's -d)");

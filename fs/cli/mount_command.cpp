@@ -10,6 +10,7 @@
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/transport/uring_transport.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -271,6 +272,13 @@ int run_mount(MountOptions o) {
     config.compile_ahead_imports = o.compile_ahead == "all" || o.compile_ahead == "imports";
     config.compile_ahead_package = o.compile_ahead == "all" || o.compile_ahead == "package";
     config.pyc_mode = o.pyc_mode;
+    // Files can carry every source's owner only with CAP_CHOWN; without it, they belong to this
+    // user, which is right only while no one else may use the mount.
+    const bool allow_other = std::any_of(o.fuse_options.begin(), o.fuse_options.end(),
+                                         [](const std::string& f) { return f == "allow_other"; });
+    config.pyc_files_exact_owner = ::geteuid() == 0;
+    if (o.pyc_links != "off" && (config.pyc_files_exact_owner || !allow_other))
+        config.pyc_files_base = o.pyc_links == "auto" ? "/dev/shm" : o.pyc_links;
     config.interpreters = served;
     config.listed_tags = listed;
     overlay::OverlayFs filesystem(config, std::move(root_fd), root_st, cache);

@@ -94,6 +94,10 @@ std::string apply_setting(const Setting& s, MountOptions& o) {
     } else if (key == "io_uring") {
         if (value != "auto" && value != "on" && value != "off") return invalid("auto, on or off");
         o.io_uring = value;
+    } else if (key == "pyc_links") {
+        if (value != "auto" && value != "off" && (value.empty() || value[0] != '/'))
+            return invalid("auto, off or an absolute directory");
+        o.pyc_links = value;
     } else if (key == "foreground")
         return flag(o.foreground);
     else if (key == "debug")

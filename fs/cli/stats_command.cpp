@@ -56,6 +56,17 @@ int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
                 (unsigned long long)j["pyc_reads"].get<std::uint64_t>(),
                 (unsigned long long)j["invalidations"].get<std::uint64_t>(),
                 (unsigned long long)j["reinvalidations"].get<std::uint64_t>());
+    const auto& files = j["pyc_files"];
+    if (files.value("links", false)) {
+        std::printf("pyc files    links to %s: %llu files, %s (%llu written)\n",
+                    files["dir"].get<std::string>().c_str(),
+                    (unsigned long long)files["files"].get<std::uint64_t>(),
+                    cachecore::util::format_size(files["bytes"].get<std::uint64_t>()).c_str(),
+                    (unsigned long long)files["written"].get<std::uint64_t>());
+    } else {
+        std::printf("pyc files    FUSE files; links %s\n",
+                    files.value("why_not", std::string("off")).c_str());
+    }
     std::printf("\n%-14s %9s %9s %9s %9s %9s %11s %9s\n", "interpreter", "lookups", "served",
                 "hits", "compiles", "errors", "bytes", "compile s");
     auto row = [](const std::string& name, const nlohmann::json& c) {

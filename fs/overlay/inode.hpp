@@ -1,6 +1,7 @@
 #pragma once
 
 #include "cachecore/bytecode_cache.hpp"
+#include "cachecore/pyc/pyc_file_dir.hpp"
 #include "cachecore/python/interpreter.hpp"
 #include "cachecore/util/unique_fd.hpp"
 
@@ -49,12 +50,18 @@ struct PycBlob {
     mutable std::atomic<bool> delivered{false}; // counted in the served statistics
     cachecore::SourceStamp stamp;
     struct stat source_st {};
+    // Link mode: the real file the pyc's symlink names; removed with the last blob holding it.
+    mutable std::mutex file_mutex;
+    mutable std::shared_ptr<cachecore::pyc::PycFile> file;
 };
 
 struct PycState {
     std::string module; // source = module + ".py" in the real directory
     const cachecore::python::Interpreter* interpreter = nullptr;
     int optimize = 0;
+    // Shown as a symlink to a real file (PycFileDir) rather than as a regular file; fixed for
+    // the inode's life (the kernel refuses an inode that changes type).
+    bool as_link = false;
     std::mutex build_mutex;              // serializes rebuilds (a compile may run under it)
     std::mutex blob_mutex;               // guards `blob` only, held briefly
     std::shared_ptr<const PycBlob> blob; // what the kernel was last told (size and bytes agree)
@@ -81,6 +88,8 @@ struct PycacheState {
     Inode* real_dir = nullptr; // owner; outlives this inode
     std::mutex mutex;
     std::map<std::string, std::unique_ptr<Inode>> pycs;
+    // Pycs replaced by one of the other kind (links turned off); kept while the kernel knows them.
+    std::vector<std::unique_ptr<Inode>> retired;
     std::set<std::pair<int, int>> prefetched; // (interpreter index, optimize) compiled ahead
 };
 

@@ -54,6 +54,9 @@ bool InodeTable::pinned_by_virtual(Inode& dir) {
     for (auto& [name, pyc] : pycache.pycache->pycs) {
         if (pyc->nlookup > 0) return true;
     }
+    for (auto& pyc : pycache.pycache->retired) {
+        if (pyc->nlookup > 0) return true;
+    }
     return false;
 }
 

@@ -23,6 +23,10 @@ struct OverlayConfig {
     double unwatched_timeout = 1.0; // for directories whose changes cannot be watched
     bool compile_ahead_imports = true; // a cold module's imports (import_prefetch.cpp)
     bool compile_ahead_package = true; // a cold package's modules (prefetch_siblings)
+    // Link mode (pyc_links.cpp): pycs are symlinks to real files in a private directory created
+    // under this base (a memory filesystem); empty: pycs are FUSE regular files.
+    std::string pyc_files_base;
+    bool pyc_files_exact_owner = true; // files get the source's owner (needs CAP_CHOWN)
 };
 
 } // namespace fs::overlay

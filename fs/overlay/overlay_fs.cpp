@@ -38,11 +38,13 @@ void OverlayFs::start(fuse_session* session) {
     Inode& root = m_table.root();
     root.dir->watch = m_watcher->watch(root);
     root.watched = root.dir->watch >= 0;
+    start_links();
 }
 
 void OverlayFs::stop() {
     if (m_background) m_background->stop();
     if (m_watcher) m_watcher->stop();
+    if (m_links_off_thread.joinable()) m_links_off_thread.join();
 }
 
 double OverlayFs::timeout_for(const Inode& dir) const {
@@ -127,6 +129,7 @@ std::string OverlayFs::stats_json() {
               {"requests", requests},
               {"pyc_reads", m_stats.pyc_reads.load()},
               {"page_cache_pushes", m_stats.pushes.load()},
+              {"pyc_files", pyc_files_json()},
               {"watching", m_watcher ? m_watcher->describe() : std::string("none")},
               {"totals", totals},
               {"interpreters", interpreters}};

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <unordered_set>
 
 namespace fs::overlay {
@@ -107,6 +108,8 @@ private:
     // Replies; returns the inode given to the kernel (0 for an error).
     fuse_ino_t lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name);
     int pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlob>& out);
+    fuse_ino_t reply_link_entry(fuse_req_t req, Inode& pycache, const char* name, Inode& pyc,
+                                const PycBlob& blob, std::uint64_t generation);
     void fill_pycache_attr(const Inode& pycache, struct stat& st);
     void fill_pyc_attr(const Inode& pyc, const PycBlob& blob, struct stat& st) const;
     double pyc_timeout(const Inode& pyc, const PycBlob& blob) const;
@@ -118,6 +121,15 @@ private:
     void walk_imports(const std::string& dir, const std::string& file,
                       const cachecore::python::Interpreter& interpreter, int optimize);
     void push_to_page_cache(Inode& pyc, bool again);
+    // pyc_links.cpp
+    void start_links();
+    bool links_for(fuse_req_t req);
+    int pyc_link(const Inode& pyc, const PycBlob& blob, std::string& target);
+    std::string source_path(const Inode& pyc) const;
+    void fill_link_attr(const Inode& pyc, const PycBlob& blob, struct stat& st,
+                        std::size_t size) const;
+    void turn_links_off(const std::string& why);
+    nlohmann::json pyc_files_json() const;
     void count_delivery(const Inode& pyc, const PycBlob& blob);
     int interpreter_index(const std::string& tag) const;
 
@@ -139,6 +151,13 @@ private:
     // under an older epoch is invalidated again once the kernel has it (see after_reply).
     std::atomic<std::uint64_t> m_change_epoch{0};
     bool m_chown_new_files = false; // running as root: new files go to the requester
+    std::shared_ptr<cachecore::pyc::PycFileDir> m_pyc_files; // link mode (pyc_links.cpp)
+    std::atomic<bool> m_links{false};
+    std::string m_links_off_reason;
+    mutable std::mutex m_links_mutex; // guards m_links_off_reason and the switch
+    struct stat m_mount_ns {};        // this daemon's mount namespace (/proc/self/ns/mnt)
+    std::thread m_links_off_thread;
+    std::atomic<pid_t> m_same_ns_pid{0}; // the last requester seen in this mount namespace
 };
 
 } // namespace fs::overlay

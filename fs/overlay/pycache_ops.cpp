@@ -253,10 +253,13 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     if (index < 0) return fuse_reply_err(req, ENOENT), 0;
     ++m_stats.per_interpreter[std::size_t(index)].lookups;
 
+    const bool links = links_for(req);
     Inode* pyc;
     {
         std::lock_guard lock(pycache.pycache->mutex);
         auto& slot = pycache.pycache->pycs[name];
+        if (slot && slot->pyc->as_link != links)
+            pycache.pycache->retired.push_back(std::move(slot)); // link mode was turned off
         if (!slot) {
             slot = std::make_unique<Inode>();
             slot->kind = InodeKind::Pyc;
@@ -268,6 +271,7 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
             slot->pyc->module = parsed->module;
             slot->pyc->interpreter = &m_config.interpreters[std::size_t(index)];
             slot->pyc->optimize = parsed->optimize;
+            slot->pyc->as_link = links;
         }
         pyc = slot.get();
     }
@@ -278,6 +282,7 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     }
     std::shared_ptr<const PycBlob> blob;
     if (int err = pyc_blob(req, *pyc, blob)) return fuse_reply_err(req, err), 0;
+    if (pyc->pyc->as_link) return reply_link_entry(req, pycache, name, *pyc, *blob, generation);
     m_table.add_lookup(*pyc);
     fuse_entry_param e{};
     e.ino = m_table.to_fuse(*pyc);
@@ -295,6 +300,49 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     // Served: the kernel now has the exact size and gets the bytes by READ or by the push.
     count_delivery(*pyc, *blob);
     if (world_readable) push_to_page_cache(*pyc, false);
+    return e.ino;
+}
+
+fuse_ino_t OverlayFs::reply_link_entry(fuse_req_t req, Inode& pycache, const char* name, Inode& pyc,
+                                       const PycBlob& blob, std::uint64_t generation) {
+    std::unique_lock file_lock(blob.file_mutex);
+    const bool fresh = !blob.file;
+    if (fresh) {
+        blob.file = m_pyc_files->reserve();
+    } else if (!blob.file->written()) {
+        // Writing it failed before (links are off since): serve this one as a FUSE file.
+        file_lock.unlock();
+        return lookup_pycache_entry(req, pycache, name);
+    }
+    const std::string target = blob.file->path();
+    m_table.add_lookup(pyc);
+    fuse_entry_param e{};
+    e.ino = m_table.to_fuse(pyc);
+    fill_link_attr(pyc, blob, e.attr, target.size());
+    // Whoever follows the link meets the file's own permission check: no short timeout needed
+    // for sources that not everybody may read.
+    e.attr_timeout = e.entry_timeout = timeout_for(*pyc.parent->parent);
+    fuse_reply_entry(req, &e);
+    count_delivery(pyc, blob);
+    if (fresh) {
+        // Written while the importer wakes up and asks for the link (its READLINK waits for
+        // this lock): the write is off the importer's critical path.
+        if (int err = m_pyc_files->fill(*blob.file, blob.bytes, blob.source_st, source_path(pyc))) {
+            // The memory filesystem is full (or gone): every pyc becomes a FUSE file again.
+            turn_links_off(std::string("a pyc file could not be written in ") +
+                           m_pyc_files->path() + ": " + std::strerror(err));
+        }
+    }
+    file_lock.unlock();
+    // The link's text into the kernel's page cache: spares the READLINK when the kernel already
+    // had this inode (a lookup after an invalidation). Never after a newer invalidation.
+    std::lock_guard lock(pyc.pyc->push_mutex);
+    if (m_session && pyc.pyc->generation == generation) {
+        fuse_bufvec buf = FUSE_BUFVEC_INIT(target.size());
+        buf.buf[0].mem = const_cast<char*>(target.data());
+        if (fuse_lowlevel_notify_store(m_session, e.ino, 0, &buf, fuse_buf_copy_flags(0)) == 0)
+            ++m_stats.pushes;
+    }
     return e.ino;
 }
 

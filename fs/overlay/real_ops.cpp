@@ -140,6 +140,12 @@ void OverlayFs::op_getattr(fuse_req_t req, fuse_ino_t ino) {
     case InodeKind::Pyc: {
         std::shared_ptr<const PycBlob> blob;
         if (int err = pyc_blob(req, node, blob)) return (void)fuse_reply_err(req, err);
+        if (node.pyc->as_link) {
+            std::string target;
+            if (int err = pyc_link(node, *blob, target)) return (void)fuse_reply_err(req, err);
+            fill_link_attr(node, *blob, st, target.size());
+            return (void)fuse_reply_attr(req, &st, timeout_for(*node.parent->parent));
+        }
         fill_pyc_attr(node, *blob, st);
         return (void)fuse_reply_attr(req, &st, pyc_timeout(node, *blob));
     }
@@ -148,6 +154,14 @@ void OverlayFs::op_getattr(fuse_req_t req, fuse_ino_t ino) {
 
 void OverlayFs::op_readlink(fuse_req_t req, fuse_ino_t ino) {
     Inode& node = inode(ino);
+    if (node.kind == InodeKind::Pyc && node.pyc->as_link) {
+        std::shared_ptr<const PycBlob> blob;
+        std::string target;
+        int err = pyc_blob(req, node, blob);
+        if (!err) err = pyc_link(node, *blob, target);
+        if (err) return (void)fuse_reply_err(req, err);
+        return (void)fuse_reply_readlink(req, target.c_str());
+    }
     if (node.kind != InodeKind::Real) return (void)fuse_reply_err(req, EINVAL);
     char buf[PATH_MAX + 1];
     ssize_t n = ::readlinkat(node.fd.get(), "", buf, sizeof buf - 1);

@@ -48,6 +48,11 @@ TRANSPORT = os.environ.get("PYCACHEFS_TEST_TRANSPORT", "dev")
 URING_SWITCH = "/sys/module/fuse/parameters/enable_uring"
 
 
+# --pyc-links for every Mount of this pass ($PYCACHEFS_TEST_PYC_LINKS; unset: the default, auto).
+# CTest runs the io_uring pass with off, so the whole suite also covers pycs as FUSE files.
+PYC_LINKS = os.environ.get("PYCACHEFS_TEST_PYC_LINKS")
+
+
 def transport_value():
     """The --io-uring value every mount of this pass uses."""
     return "on" if TRANSPORT == "io_uring" else "off"
@@ -497,6 +502,9 @@ class Mount:
             cmd.append("--rw")
         if self.transport_flag and not any(a.startswith("--io-uring") for a in self.args):
             cmd += ["--io-uring", transport_value()]
+        if PYC_LINKS and self.transport_flag and not any(a.startswith("--pyc-links")
+                                                         for a in self.args):
+            cmd += ["--pyc-links", PYC_LINKS]
         cmd += self.args
         if self.foreground:
             cmd.append("-f")

@@ -165,18 +165,18 @@ class ImportTest(harness.MountTestCase):
                          "a directory without *.py must not get a virtual __pycache__")
         m.assert_source_unchanged(self)
 
-    def remount_with_filled_store(self):
+    def remount_with_filled_store(self, args=()):
         """Every interpreter imports IMPORT_TREE through a first mount, which is then closed;
         returns (store, compiles made by that mount, a new mount of the same content on it)."""
         store = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "store-")
         self.addCleanup(shutil.rmtree, store, True)
-        first = self.mount(IMPORT_TREE, store=store)
+        first = self.mount(IMPORT_TREE, store=store, args=args)
         for py in self.pythons:
             self.run_import(first, py)
         compiles = first.stats()["totals"]["compiles"]
         first.close()
         self.assertNoMountLeft(first)
-        return store, compiles, self.mount(IMPORT_TREE, store=store)
+        return store, compiles, self.mount(IMPORT_TREE, store=store, args=args)
 
     def test_store_survives_remount(self):
         n = len(IMPORT_MODULES)
@@ -194,10 +194,11 @@ class ImportTest(harness.MountTestCase):
     def test_warm_store_fresh_mount_reads_no_pyc_through_fuse(self):
         # The store lives on the same filesystem as the tree (both under /tmp), so its commits
         # show up in the watcher's fanotify filesystem mark: they must not count as changes.
-        # Every pyc reaches the page cache by the daemon's push (at the lookup, or at the
-        # TCGETS CPython <= 3.13 sends between open and read): no READ round trip for any pyc.
+        # With pycs as FUSE files (--pyc-links off), every pyc reaches the page cache by the
+        # daemon's push (at the lookup, or at the TCGETS CPython <= 3.13 sends between open and
+        # read): no READ round trip for any pyc.
         n = len(IMPORT_MODULES)
-        store, _, second = self.remount_with_filled_store()
+        store, _, second = self.remount_with_filled_store(args=["--pyc-links", "off"])
         # Unrelated writes on the same filesystem during the imports, like the store's own.
         stop = threading.Event()
         scratch = os.path.join(store, "unrelated.txt")

@@ -1,0 +1,136 @@
+// Link mode: a pyc is a symlink to a real file in a private directory on a memory filesystem.
+// CPython <= 3.13 sends ioctl(TCGETS) on every open, and the kernel forwards every ioctl on a
+// FUSE regular file to the daemon: a round trip per imported module, on every import, forever.
+// Behind a symlink (cached by the kernel, FUSE_CAP_CACHE_SYMLINKS) the importer opens, stats
+// and reads a real file: once the kernel knows the link, an import costs no round trip at all.
+//
+// The link only works where the importer sees the same directory: a process from another mount
+// namespace (a container the mount is bind-mounted into) may not. The first request from one
+// turns link mode off for the whole mount: every link the kernel knows is invalidated and pycs
+// are regular FUSE files from then on (new inodes: the kernel refuses one that changes type).
+#include "cachecore/util/log.hpp"
+#include "fs/overlay/overlay_fs.hpp"
+#include "fs/overlay/proc_path.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <sys/stat.h>
+
+namespace fs::overlay {
+
+void OverlayFs::start_links() {
+    if (m_config.pyc_files_base.empty()) {
+        m_links_off_reason = "off (--pyc-links off)";
+        return;
+    }
+    try {
+        int swept = cachecore::pyc::PycFileDir::sweep_stale(m_config.pyc_files_base);
+        if (swept > 0)
+            LOG_INFO("removed " + std::to_string(swept) + " pyc directories of dead daemons in " +
+                     m_config.pyc_files_base);
+        m_pyc_files = cachecore::pyc::PycFileDir::create(m_config.pyc_files_base,
+                                                         m_config.pyc_files_exact_owner);
+        if (::stat("/proc/self/ns/mnt", &m_mount_ns) < 0) m_mount_ns = {};
+        m_links = true;
+    } catch (const std::exception& e) {
+        m_links_off_reason = std::string("off: ") + e.what();
+        LOG_WARN("pycs served as FUSE files (slower): " + std::string(e.what()));
+    }
+}
+
+bool OverlayFs::links_for(fuse_req_t req) {
+    if (!m_links.load(std::memory_order_relaxed)) return false;
+    // The kernel reports the requester's pid as this daemon's pid namespace sees it: 0 when it
+    // cannot (a process in a container's pid namespace the daemon is outside of).
+    const pid_t pid = fuse_req_ctx(req)->pid;
+    // An import is hundreds of lookups from one process: checked once.
+    if (pid != 0 && pid == m_same_ns_pid.load(std::memory_order_relaxed)) return true;
+    bool foreign = pid == 0;
+    if (!foreign) {
+        char path[48];
+        std::snprintf(path, sizeof path, "/proc/%d/ns/mnt", int(pid));
+        struct stat st;
+        foreign = ::stat(path, &st) == 0 &&
+                  (st.st_ino != m_mount_ns.st_ino || st.st_dev != m_mount_ns.st_dev);
+    }
+    if (!foreign) {
+        m_same_ns_pid.store(pid, std::memory_order_relaxed);
+        return true;
+    }
+    turn_links_off("process " + std::to_string(pid) +
+                   " from another mount namespace (or pid namespace) uses the mount, and may "
+                   "not see " +
+                   m_pyc_files->path());
+    return false;
+}
+
+std::string OverlayFs::source_path(const Inode& pyc) const {
+    // The source's ACL is read through the directory descriptor, as this process sees it.
+    return std::string(ProcPath(pyc.parent->parent->fd.get()).c_str()) + "/" + pyc.pyc->module +
+           ".py";
+}
+
+int OverlayFs::pyc_link(const Inode& pyc, const PycBlob& blob, std::string& target) {
+    std::lock_guard lock(blob.file_mutex);
+    if (!blob.file) {
+        auto file = m_pyc_files->reserve();
+        if (int err = m_pyc_files->fill(*file, blob.bytes, blob.source_st, source_path(pyc)))
+            return err;
+        blob.file = std::move(file);
+    }
+    if (!blob.file->written()) return EIO; // writing it failed after its link was handed out
+    target = blob.file->path();
+    return 0;
+}
+
+void OverlayFs::fill_link_attr(const Inode& pyc, const PycBlob& blob, struct stat& st,
+                               std::size_t size) const {
+    fill_pyc_attr(pyc, blob, st);
+    st.st_mode = S_IFLNK | 0777;
+    st.st_size = off_t(size);
+    st.st_blocks = 0;
+}
+
+void OverlayFs::turn_links_off(const std::string& why) {
+    std::lock_guard lock(m_links_mutex);
+    if (!m_links.exchange(false)) return;
+    m_links_off_reason = "off since " + why;
+    LOG_WARN("pycs served as FUSE files from now on: " + why);
+    // Invalidation must not run inside a request handler (the kernel may hold the directory
+    // the request is about): one thread, once per mount.
+    m_links_off_thread = std::thread([this] {
+        if (!m_session) return;
+        for (Inode* dir : m_table.pin_all_dirs()) {
+            Inode* pycache = nullptr;
+            if (dir->dir) {
+                std::lock_guard dl(dir->dir->mutex);
+                pycache = dir->dir->pycache.get();
+            }
+            std::vector<std::string> names;
+            if (pycache) {
+                std::lock_guard pl(pycache->pycache->mutex);
+                for (auto& [name, pyc] : pycache->pycache->pycs)
+                    if (pyc->pyc->as_link) names.push_back(name);
+            }
+            for (const auto& name : names)
+                fuse_lowlevel_notify_inval_entry(m_session, m_table.to_fuse(*pycache), name.c_str(),
+                                                 name.size());
+            m_table.unpin(*dir);
+        }
+    });
+}
+
+nlohmann::json OverlayFs::pyc_files_json() const {
+    std::lock_guard lock(m_links_mutex);
+    nlohmann::json j = {{"links", m_links.load()}};
+    if (m_pyc_files) {
+        j["dir"] = m_pyc_files->path();
+        j["files"] = m_pyc_files->files();
+        j["bytes"] = m_pyc_files->bytes();
+        j["written"] = m_pyc_files->written();
+    }
+    if (!m_links.load()) j["why_not"] = m_links_off_reason;
+    return j;
+}
+
+} // namespace fs::overlay
