@@ -109,7 +109,7 @@ private:
     fuse_ino_t lookup_pycache_entry(fuse_req_t req, Inode& pycache, const char* name);
     int pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlob>& out);
     fuse_ino_t reply_link_entry(fuse_req_t req, Inode& pycache, const char* name, Inode& pyc,
-                                const PycBlob& blob, std::uint64_t generation);
+                                const PycBlob& blob);
     void fill_pycache_attr(const Inode& pycache, struct stat& st);
     void fill_pyc_attr(const Inode& pyc, const PycBlob& blob, struct stat& st) const;
     double pyc_timeout(const Inode& pyc, const PycBlob& blob) const;

@@ -282,7 +282,7 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     }
     std::shared_ptr<const PycBlob> blob;
     if (int err = pyc_blob(req, *pyc, blob)) return fuse_reply_err(req, err), 0;
-    if (pyc->pyc->as_link) return reply_link_entry(req, pycache, name, *pyc, *blob, generation);
+    if (pyc->pyc->as_link) return reply_link_entry(req, pycache, name, *pyc, *blob);
     m_table.add_lookup(*pyc);
     fuse_entry_param e{};
     e.ino = m_table.to_fuse(*pyc);
@@ -304,7 +304,7 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
 }
 
 fuse_ino_t OverlayFs::reply_link_entry(fuse_req_t req, Inode& pycache, const char* name, Inode& pyc,
-                                       const PycBlob& blob, std::uint64_t generation) {
+                                       const PycBlob& blob) {
     std::unique_lock file_lock(blob.file_mutex);
     const bool fresh = !blob.file;
     if (fresh) {
@@ -333,16 +333,8 @@ fuse_ino_t OverlayFs::reply_link_entry(fuse_req_t req, Inode& pycache, const cha
                            m_pyc_files->path() + ": " + std::strerror(err));
         }
     }
-    file_lock.unlock();
-    // The link's text into the kernel's page cache: spares the READLINK when the kernel already
-    // had this inode (a lookup after an invalidation). Never after a newer invalidation.
-    std::lock_guard lock(pyc.pyc->push_mutex);
-    if (m_session && pyc.pyc->generation == generation) {
-        fuse_bufvec buf = FUSE_BUFVEC_INIT(target.size());
-        buf.buf[0].mem = const_cast<char*>(target.data());
-        if (fuse_lowlevel_notify_store(m_session, e.ino, 0, &buf, fuse_buf_copy_flags(0)) == 0)
-            ++m_stats.pushes;
-    }
+    // (Pushing the link's text into the page cache gains nothing: on a new inode the push fails,
+    // and on a known one the attributes the importer applies after the push invalidate it.)
     return e.ino;
 }
 
