@@ -79,12 +79,6 @@ void OverlayFs::op_init(fuse_conn_info* conn) {
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
     if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
     conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
-    // The kernel checks permissions itself (default_permissions), from the mode bits alone unless
-    // it is told about ACLs: a source whose ACL denies a user would be readable through the mount,
-    // and so would its pyc. With this, it asks for system.posix_acl_access (once per inode) and
-    // pycs answer with their source's. Read-only mounts only: with ACLs on, the kernel leaves the
-    // umask of new files to the filesystem, which --rw does not implement.
-    if (!m_config.rw && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
 }
 
 std::string OverlayFs::stats_json() {

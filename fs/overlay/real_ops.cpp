@@ -350,17 +350,6 @@ void OverlayFs::op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, si
     std::string value;
     if (ino == FUSE_ROOT_ID && std::strcmp(name, k_stats_xattr) == 0) {
         value = stats_json();
-    } else if (node.kind != InodeKind::Real && std::strcmp(name, "system.posix_acl_access") == 0 &&
-               !(node.kind == InodeKind::Pyc && node.pyc->as_link)) {
-        // Whoever may not read the source may not read its pyc, nor search a __pycache__ where
-        // they may not search its directory: a virtual inode carries its real one's ACL.
-        std::string path = node.kind == InodeKind::Pyc
-                               ? source_path(node)
-                               : std::string(ProcPath(node.parent->fd.get()).c_str());
-        if (int err = read_sized(value, [&](char* buf, std::size_t len) {
-                return ::getxattr(path.c_str(), name, buf, len);
-            }))
-            return (void)fuse_reply_err(req, err);
     } else if (node.kind != InodeKind::Real || S_ISLNK(node.type)) {
         return (void)fuse_reply_err(req, ENODATA);
     } else {
