@@ -27,7 +27,8 @@ class BackgroundQueue;
 // The filesystem: real files pass through (passthrough_hp's design), every directory holding a
 // `*.py` shows a virtual `__pycache__` whose pycs come from the BytecodeCache.
 // Operations live in: real_ops.cpp (lookup, attributes, reads, listings), pycache_ops.cpp (the
-// virtual directory and its pycs), write_ops.cpp (--rw), change_handling.cpp (invalidation).
+// virtual directory and its pycs), pyc_links.cpp (pycs as symlinks to real files),
+// write_ops.cpp (--rw), change_handling.cpp (invalidation).
 class OverlayFs {
 public:
     OverlayFs(OverlayConfig config, cachecore::util::UniqueFd root_fd, const struct stat& root_st,
