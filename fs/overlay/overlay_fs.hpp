@@ -156,9 +156,20 @@ private:
     std::atomic<bool> m_links{false};
     std::string m_links_off_reason;
     mutable std::mutex m_links_mutex; // guards m_links_off_reason and the switch
-    struct stat m_mount_ns {};        // this daemon's mount namespace (/proc/self/ns/mnt)
+    // What a process's paths resolve against: its mount namespace and its root (the mount and
+    // the directory). Links work for processes that share this daemon's.
+    struct FsView {
+        dev_t ns_dev = 0;
+        ino_t ns_ino = 0;
+        std::uint64_t root_mount = 0;
+        dev_t root_dev = 0;
+        ino_t root_ino = 0;
+        bool read(pid_t pid); // from /proc/<pid>; false when it cannot be read
+        bool operator==(const FsView&) const = default;
+    };
+    FsView m_view; // this daemon's
     std::thread m_links_off_thread;
-    std::atomic<pid_t> m_same_ns_pid{0}; // the last requester seen in this mount namespace
+    std::atomic<pid_t> m_same_view_pid{0}; // the last requester seen to share m_view
 };
 
 } // namespace fs::overlay

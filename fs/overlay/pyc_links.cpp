@@ -14,7 +14,9 @@
 
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 namespace fs::overlay {
 
@@ -30,12 +32,28 @@ void OverlayFs::start_links() {
                      m_config.pyc_files_base);
         m_pyc_files = cachecore::pyc::PycFileDir::create(m_config.pyc_files_base,
                                                          m_config.pyc_files_exact_owner);
-        if (::stat("/proc/self/ns/mnt", &m_mount_ns) < 0) m_mount_ns = {};
+        if (!m_view.read(::getpid())) m_view = {};
         m_links = true;
     } catch (const std::exception& e) {
         m_links_off_reason = std::string("off: ") + e.what();
         LOG_WARN("pycs served as FUSE files (slower): " + std::string(e.what()));
     }
+}
+
+bool OverlayFs::FsView::read(pid_t pid) {
+    char path[48];
+    std::snprintf(path, sizeof path, "/proc/%d/ns/mnt", int(pid));
+    struct stat ns;
+    if (::stat(path, &ns) < 0) return false;
+    std::snprintf(path, sizeof path, "/proc/%d/root", int(pid));
+    struct statx root {};
+    if (::statx(AT_FDCWD, path, 0, STATX_INO | STATX_MNT_ID, &root) < 0) return false;
+    ns_dev = ns.st_dev;
+    ns_ino = ns.st_ino;
+    root_dev = makedev(root.stx_dev_major, root.stx_dev_minor);
+    root_ino = root.stx_ino;
+    root_mount = (root.stx_mask & STATX_MNT_ID) ? root.stx_mnt_id : 0;
+    return true;
 }
 
 bool OverlayFs::links_for(fuse_req_t req) {
@@ -44,22 +62,20 @@ bool OverlayFs::links_for(fuse_req_t req) {
     // cannot (a process in a container's pid namespace the daemon is outside of).
     const pid_t pid = fuse_req_ctx(req)->pid;
     // An import is hundreds of lookups from one process: checked once.
-    if (pid != 0 && pid == m_same_ns_pid.load(std::memory_order_relaxed)) return true;
+    if (pid != 0 && pid == m_same_view_pid.load(std::memory_order_relaxed)) return true;
+    // The link names a path in this daemon's view of the filesystem: a process in another mount
+    // namespace (a container) or under another root (a chroot, whose root is another mount even
+    // of the same directory) resolves it somewhere else.
+    FsView view;
     bool foreign = pid == 0;
+    if (!foreign && view.read(pid)) foreign = !(view == m_view);
     if (!foreign) {
-        char path[48];
-        std::snprintf(path, sizeof path, "/proc/%d/ns/mnt", int(pid));
-        struct stat st;
-        foreign = ::stat(path, &st) == 0 &&
-                  (st.st_ino != m_mount_ns.st_ino || st.st_dev != m_mount_ns.st_dev);
-    }
-    if (!foreign) {
-        m_same_ns_pid.store(pid, std::memory_order_relaxed);
+        m_same_view_pid.store(pid, std::memory_order_relaxed);
         return true;
     }
     turn_links_off("process " + std::to_string(pid) +
-                   " from another mount namespace (or pid namespace) uses the mount, and may "
-                   "not see " +
+                   " sees another filesystem (another mount or pid namespace, or a chroot) and "
+                   "may not see " +
                    m_pyc_files->path());
     return false;
 }

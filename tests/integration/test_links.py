@@ -2,8 +2,8 @@
 daemon's private directory under /dev/shm, so an import of a known pyc needs no FUSE round trip.
 Proven with real interpreters: imports use the pycs, a hot import sends no request at all, the
 files carry the source's owner, mode and ACL, edits give new files, the directory goes with the
-daemon, and link mode turns itself off for a process from another mount namespace and for a full
-directory, without a wrong or lost import.
+daemon, and link mode turns itself off for a process from another mount namespace or a chroot and
+for a full directory, without a wrong or lost import.
 
 Needs root (useradd, unshare, mount). Run by CTest, or by hand:
 python3 -I -B tests/integration/test_links.py -v
@@ -221,12 +221,39 @@ class LinksTest(harness.MountTestCase):
         self.assertEqual(len([p for p in pycs if p.startswith(m.mountpoint)]), len(MODULES))
         files = m.stats()["pyc_files"]
         self.assertFalse(files["links"])
-        self.assertIn("mount namespace", files["why_not"])
+        self.assertIn("mount or pid namespace", files["why_not"])
         # From then on, for everybody: FUSE files.
         used = self.import_checked(m, py)
         self.assertEqual(len(used), len(MODULES))
         for module in MODULES:
             self.assertTrue(stat.S_ISREG(os.lstat(self.pyc(m, py, module)).st_mode), module)
+
+    def test_a_chroot_turns_links_off_for_the_mount(self):
+        # Same mount namespace, another root: a build chroot into which the mount is bind-mounted
+        # but not /dev/shm. The root is a bind mount of / itself: the same directory, yet
+        # another mount, which is what tells them apart.
+        py = self.pythons[-1]
+        m = self.mount(TREE, args=LINKS, pythons=[py])
+        root = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "chroot-")
+        self.addCleanup(os.rmdir, root)
+        subprocess.run(["mount", "--bind", "/", root], check=True)
+        self.addCleanup(subprocess.run, ["umount", root])
+        subprocess.run(["mount", "--make-private", root], check=True)
+        inner = root + m.mountpoint
+        subprocess.run(["mount", "--bind", m.mountpoint, inner], check=True)
+        self.addCleanup(subprocess.run, ["umount", inner])
+        proc = subprocess.run(["chroot", root, py.path, "-v", "-c", IMPORT],
+                              env=harness.clean_env({"PYTHONPATH": m.mountpoint}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=120, cwd="/")
+        self.assertPythonOk(proc, "import in a chroot")
+        self.assertEqual(proc.stdout.strip(), "ab")
+        pycs, compiled = harness.code_object_sources(proc.stderr)
+        self.assertEqual([c for c in compiled if c.startswith(m.mountpoint)], [])
+        self.assertEqual(len([p for p in pycs if p.startswith(m.mountpoint)]), len(MODULES))
+        files = m.stats()["pyc_files"]
+        self.assertFalse(files["links"])
+        self.assertIn("chroot", files["why_not"])
 
     def test_a_full_directory_turns_links_off_and_loses_no_import(self):
         py = self.pythons[-1]
