@@ -92,8 +92,9 @@ std::optional<ConfigParse> load_config_file(const std::string& path) {
 
 const std::vector<std::string>& environment_keys() {
     static const std::vector<std::string> keys = {
-        "store",    "max_size", "python",          "pyc_mode", "real_pycache",  "log_level",
-        "log_file", "workers",  "compile_timeout", "watcher",  "compile_ahead", "io_uring",
+        "store",         "max_size", "python",    "pyc_mode",        "real_pycache",
+        "log_level",     "log_file", "workers",   "compile_timeout", "watcher",
+        "compile_ahead", "io_uring", "pyc_links",
     };
     return keys;
 }

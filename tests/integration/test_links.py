@@ -298,6 +298,10 @@ class LinksTest(harness.MountTestCase):
         self.assertTrue(target.startswith(base + "/pycachefs."), target)
         chosen.close()
         self.assertEqual(os.listdir(base), [])
+        # The same from the environment.
+        from_env = self.mount(TREE, pythons=[py], env={"PYCACHEFS_PYC_LINKS": "off"})
+        self.import_checked(from_env, py)
+        self.assertFalse(from_env.stats()["pyc_files"]["links"])
         proc = harness.run_tool([off.binary, "mount", "/nonexistent", "/nonexistent",
                                  "--pyc-links", "relative/dir"])
         self.assertEqual(proc.returncode, 2, proc.stderr)
