@@ -436,6 +436,7 @@ def stats_delta(before, after, tag=None):
 _registry_lock = threading.RLock()
 _live_mounts = []
 _live_users = []
+_daemon_pids = set()  # every daemon started, for remove_pyc_dirs_of_dead_daemons
 
 
 class Mount:
@@ -526,6 +527,8 @@ class Mount:
                                      % (self.process.returncode, " ".join(cmd),
                                         self.output_tail()))
             self.pid = self.process.pid
+            with _registry_lock:
+                _daemon_pids.add(self.pid)
             self._check_transport()
             return self
         proc = run_tool(cmd, timeout=timeout, env=clean_env(self.env))
@@ -538,6 +541,8 @@ class Mount:
             self.close()
             raise AssertionError("`pycachefs mount` returned 0 before the mount was live")
         self.pid = self._read_pid()
+        with _registry_lock:
+            _daemon_pids.add(self.pid)
         self._check_transport()
         return self
 
@@ -729,6 +734,42 @@ def _on_signal(signum, frame):
     os.kill(os.getpid(), signum)
 
 
+def remove_pyc_dirs_of_dead_daemons():
+    """A daemon a test killed leaves its /dev/shm/pycachefs.<pid>.* directory for the next mount
+    to remove; after the last test, nobody would: remove those of this run's dead daemons."""
+    import array
+    import fcntl
+    fs_ioc_getflags, fs_ioc_setflags, immutable = 0x80086601, 0x40086602, 0x10
+    with _registry_lock:
+        pids = list(_daemon_pids)
+    for pid in pids:
+        if pid_alive(pid):
+            continue
+        for d in glob.glob("/dev/shm/pycachefs.%d.*" % pid):
+            for name in os.listdir(d):
+                path = os.path.join(d, name)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                    try:
+                        flags = array.array("l", [0])
+                        fcntl.ioctl(fd, fs_ioc_getflags, flags, True)
+                        flags[0] &= ~immutable
+                        fcntl.ioctl(fd, fs_ioc_setflags, flags, True)
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    pass
+                try:
+                    os.unlink(path)
+                except OSError as e:
+                    log("cannot remove %s: %s" % (path, e))
+            try:
+                os.rmdir(d)
+            except OSError as e:
+                log("cannot remove %s: %s" % (d, e))
+
+
+atexit.register(remove_pyc_dirs_of_dead_daemons)
 atexit.register(cleanup_all)
 for _sig in (signal.SIGTERM, signal.SIGHUP):
     signal.signal(_sig, _on_signal)

@@ -198,7 +198,7 @@ class LinksTest(harness.MountTestCase):
         os.kill(killed.pid, signal.SIGKILL)
         self.assertTrue(harness.wait_until(lambda: not harness.pid_alive(killed.pid), 10))
         killed.close()
-        self.assertTrue(os.path.isdir(killed_dir))
+        # (Any mount started meanwhile, by a test running in parallel, may remove it first.)
         third = self.mount(TREE, args=LINKS, pythons=[py])
         self.assertFalse(os.path.exists(killed_dir), "a killed daemon's directory was kept")
         self.import_checked(third, py)
