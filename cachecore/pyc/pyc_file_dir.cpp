@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <vector>
@@ -20,11 +21,11 @@ namespace {
 constexpr const char* k_prefix = "pycachefs.";
 constexpr const char* k_acl = "system.posix_acl_access";
 
-void set_immutable(int fd, bool on) {
+bool set_immutable(int fd, bool on) {
     int flags = 0;
-    if (::ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) return;
+    if (::ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) return false;
     flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
-    (void)::ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    return ::ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
 }
 
 // Removes every file of an open directory, then the directory (its entries are plain files).
@@ -67,24 +68,51 @@ PycFile::~PycFile() {
 }
 
 std::shared_ptr<PycFileDir> PycFileDir::create(const std::string& base, bool exact_owner) {
-    std::string templ = base + "/" + k_prefix + std::to_string(::getpid()) + ".XXXXXX";
+    // The base must be this user's own and writable by nobody else, in every namespace that
+    // might follow a link into it: in a world-writable place (/dev/shm) another user could
+    // plant a file under a name a cached link leads to.
+    struct stat bst;
+    if (::lstat(base.c_str(), &bst) < 0)
+        throw std::runtime_error("pyc directory base '" + base + "': " + std::strerror(errno));
+    if (!S_ISDIR(bst.st_mode) || bst.st_uid != ::geteuid() || (bst.st_mode & 022))
+        throw std::runtime_error("pyc directory base '" + base +
+                                 "' must be a directory of this user that nobody else can write");
+    // Created under a name the sweep ignores, locked, then renamed: a directory that carries the
+    // swept name is always held by its daemon.
+    std::string templ = base + "/tmp." + std::to_string(::getpid()) + ".XXXXXX";
     std::vector<char> buf(templ.begin(), templ.end());
     buf.push_back('\0');
-    // mkdtemp creates it 0700 and fails rather than reuse anything someone else put there.
     if (!::mkdtemp(buf.data()))
         throw std::runtime_error("cannot create a pyc directory in '" + base +
                                  "': " + std::strerror(errno));
-    std::string path(buf.data());
-    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const std::string tmp(buf.data());
+    const std::string path =
+        base + "/" + k_prefix + tmp.substr(tmp.size() - 6 - std::to_string(::getpid()).size() - 1);
+    int fd = ::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     // Held for the daemon's life: how a later daemon tells a live directory from a stale one,
     // whatever pid namespace either runs in.
-    if (fd < 0 || ::fchmod(fd, 0711) < 0 || ::flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    if (fd < 0 || ::fchmod(fd, 0711) < 0 || ::flock(fd, LOCK_EX | LOCK_NB) < 0 ||
+        ::rename(tmp.c_str(), path.c_str()) < 0) {
         int e = errno;
         if (fd >= 0) ::close(fd);
-        ::rmdir(path.c_str());
+        ::rmdir(tmp.c_str());
         throw std::runtime_error("cannot prepare '" + path + "': " + std::strerror(e));
     }
-    return std::shared_ptr<PycFileDir>(new PycFileDir(path, util::UniqueFd(fd), exact_owner));
+    auto dir = std::shared_ptr<PycFileDir>(new PycFileDir(path, util::UniqueFd(fd), exact_owner));
+    if (exact_owner) {
+        // Files of other owners must be immutable (see fill()): refuse a filesystem that cannot.
+        int probe = ::openat(fd, "probe", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0);
+        bool ok = probe >= 0 && set_immutable(probe, true);
+        if (probe >= 0) {
+            set_immutable(probe, false);
+            ::close(probe);
+            ::unlinkat(fd, "probe", 0);
+        }
+        if (!ok)
+            throw std::runtime_error("files in '" + base +
+                                     "' cannot be made immutable (FS_IMMUTABLE_FL)");
+    }
+    return dir;
 }
 
 PycFileDir::PycFileDir(std::string path, util::UniqueFd fd, bool exact_owner)
@@ -102,8 +130,19 @@ PycFileDir::~PycFileDir() {
 }
 
 std::shared_ptr<PycFile> PycFileDir::reserve() {
-    return std::make_shared<PycFile>(shared_from_this(),
-                                     std::to_string(m_next.fetch_add(1)) + ".pyc");
+    // Unguessable: the directory cannot be listed, so a file is reached only through its link,
+    // and someone who once could read a source cannot find its later versions' files.
+    unsigned char random[16];
+    if (::getrandom(random, sizeof random, 0) != ssize_t(sizeof random))
+        throw std::runtime_error(std::string("getrandom: ") + std::strerror(errno));
+    static constexpr char k_hex[] = "0123456789abcdef";
+    std::string name;
+    for (unsigned char b : random) {
+        name += k_hex[b >> 4];
+        name += k_hex[b & 15];
+    }
+    m_next.fetch_add(1, std::memory_order_relaxed);
+    return std::make_shared<PycFile>(shared_from_this(), name + ".pyc");
 }
 
 std::shared_ptr<PycFile> PycFileDir::write(std::string_view bytes, const struct stat& source_st,
@@ -143,7 +182,8 @@ int PycFileDir::fill(PycFile& file, std::string_view bytes, const struct stat& s
                 // Cannot reproduce who may read the source: readable by its owner only.
                 mode &= 0400;
             }
-        } else if (n < 0 && errno == ERANGE) {
+        } else if (n == 0 || (errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP)) {
+            // Not known to have no ACL (a huge one, the source replaced meanwhile): owner only.
             mode &= 0400;
         }
     } else {
@@ -152,7 +192,10 @@ int PycFileDir::fill(PycFile& file, std::string_view bytes, const struct stat& s
         mode = 0400;
     }
     if (::fchmod(fd, mode) < 0) return fail(errno);
-    set_immutable(fd, true);
+    // The source's owner owns the file and could make it writable: immutable first (the caller
+    // hands out the link only after fill() returns, and the name cannot be guessed before).
+    if (!set_immutable(fd, true) && m_exact_owner && source_st.st_uid != ::geteuid())
+        return fail(EPERM);
     file.m_bytes = bytes.size();
     file.m_written = true;
     m_files.fetch_add(1, std::memory_order_relaxed);
@@ -178,9 +221,14 @@ int PycFileDir::sweep_stale(const std::string& base) {
     int base_fd = ::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (base_fd < 0) return 0;
     util::UniqueFd guard(base_fd);
-    DIR* d = ::fdopendir(::dup(base_fd));
-    if (!d) return 0;
-    std::vector<std::string> stale;
+    int list_fd = ::dup(base_fd);
+    if (list_fd < 0) return 0;
+    DIR* d = ::fdopendir(list_fd);
+    if (!d) {
+        ::close(list_fd);
+        return 0;
+    }
+    std::vector<std::pair<std::string, util::UniqueFd>> stale; // locked until removed
     const std::size_t prefix_len = std::strlen(k_prefix);
     while (dirent* e = ::readdir(d)) {
         std::string name = e->d_name;
@@ -191,10 +239,10 @@ int PycFileDir::sweep_stale(const std::string& base) {
         struct stat st;
         if (::fstat(fd, &st) < 0 || st.st_uid != ::geteuid()) continue;
         if (::flock(fd, LOCK_EX | LOCK_NB) < 0) continue; // its daemon still runs
-        stale.push_back(std::move(name));
+        stale.emplace_back(std::move(name), std::move(dir));
     }
     ::closedir(d);
-    for (const auto& name : stale) remove_tree(base_fd, name);
+    for (const auto& entry : stale) remove_tree(base_fd, entry.first);
     return int(stale.size());
 }
 

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -277,8 +278,17 @@ int run_mount(MountOptions o) {
     const bool allow_other = std::any_of(o.fuse_options.begin(), o.fuse_options.end(),
                                          [](const std::string& f) { return f == "allow_other"; });
     config.pyc_files_exact_owner = ::geteuid() == 0;
-    if (o.pyc_links != "off" && (config.pyc_files_exact_owner || !allow_other))
-        config.pyc_files_base = o.pyc_links == "auto" ? "/dev/shm" : o.pyc_links;
+    if (o.pyc_links != "off" && (config.pyc_files_exact_owner || !allow_other)) {
+        if (o.pyc_links != "auto") {
+            config.pyc_files_base = o.pyc_links;
+        } else if (::geteuid() == 0) {
+            config.pyc_files_base = "/run/pycachefs";
+            config.pyc_files_create_base = true;
+        } else if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime && *runtime) {
+            config.pyc_files_base = std::string(runtime) + "/pycachefs";
+            config.pyc_files_create_base = true;
+        }
+    }
     config.interpreters = served;
     config.listed_tags = listed;
     overlay::OverlayFs filesystem(config, std::move(root_fd), root_st, cache);

@@ -55,7 +55,11 @@ void OverlayFs::on_change(Inode& dir, const std::string& name, bool dir_itself) 
         {
             std::lock_guard lock(pyc->pyc->push_mutex);
             ++pyc->pyc->generation;
+            pyc->pyc->superseded.clear();
         }
+        // A linked pyc's file goes now, not at the next lookup: after a chmod or an ACL change
+        // of the source it must not stay readable under its old permissions.
+        if (pyc->pyc->as_link) pyc->pyc->set(nullptr);
         fuse_lowlevel_notify_inval_inode(m_session, m_table.to_fuse(*pyc), 0, 0);
         fuse_lowlevel_notify_inval_entry(m_session, pycache_ino, pyc_name.c_str(), pyc_name.size());
     }

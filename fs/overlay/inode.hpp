@@ -73,6 +73,9 @@ struct PycState {
     // under (guarded by push_mutex): what a later push may place in the page cache.
     std::shared_ptr<const PycBlob> served;
     std::uint64_t served_generation = 0;
+    // Link mode: files of replaced versions the kernel may still link to (guarded by push_mutex);
+    // released when the kernel reads the link again or forgets the pyc.
+    std::vector<std::shared_ptr<cachecore::pyc::PycFile>> superseded;
 
     std::shared_ptr<const PycBlob> current() {
         std::lock_guard lock(blob_mutex);

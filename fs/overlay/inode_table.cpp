@@ -78,6 +78,10 @@ void InodeTable::forget(Inode& inode, std::uint64_t n) {
     case InodeKind::Pyc: {
         // Free the bytes; the inode itself stays so its number is stable.
         inode.pyc->set(nullptr);
+        {
+            std::lock_guard push(inode.pyc->push_mutex);
+            inode.pyc->superseded.clear();
+        }
         maybe_erase(*inode.parent->parent);
         break;
     }

@@ -24,9 +24,11 @@ struct OverlayConfig {
     bool compile_ahead_imports = true; // a cold module's imports (import_prefetch.cpp)
     bool compile_ahead_package = true; // a cold package's modules (prefetch_siblings)
     // Link mode (pyc_links.cpp): pycs are symlinks to real files in a private directory created
-    // under this base (a memory filesystem); empty: pycs are FUSE regular files.
+    // under this base (a directory only this user can write, best on a memory filesystem);
+    // empty: pycs are FUSE regular files.
     std::string pyc_files_base;
-    bool pyc_files_exact_owner = true; // files get the source's owner (needs CAP_CHOWN)
+    bool pyc_files_exact_owner = true;  // files get the source's owner (needs CAP_CHOWN)
+    bool pyc_files_create_base = false; // the base is ours to create (/run/pycachefs)
 };
 
 } // namespace fs::overlay

@@ -126,6 +126,7 @@ private:
     void start_links();
     bool links_for(fuse_req_t req);
     int pyc_link(const Inode& pyc, const PycBlob& blob, std::string& target);
+    void supersede_link(Inode& pyc, PycState& state);
     std::string source_path(const Inode& pyc) const;
     void fill_link_attr(const Inode& pyc, const PycBlob& blob, struct stat& st,
                         std::size_t size) const;
@@ -169,7 +170,8 @@ private:
     };
     FsView m_view; // this daemon's
     std::thread m_links_off_thread;
-    std::atomic<pid_t> m_same_view_pid{0}; // the last requester seen to share m_view
+    // (pid << 32 | second) of the last requester seen to share m_view
+    std::atomic<std::uint64_t> m_same_view{0};
 };
 
 } // namespace fs::overlay

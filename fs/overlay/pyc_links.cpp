@@ -9,9 +9,11 @@
 // turns link mode off for the whole mount: every link the kernel knows is invalidated and pycs
 // are regular FUSE files from then on (new inodes: the kernel refuses one that changes type).
 #include "cachecore/util/log.hpp"
+#include "fs/overlay/change_watcher.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
@@ -22,10 +24,14 @@ namespace fs::overlay {
 
 void OverlayFs::start_links() {
     if (m_config.pyc_files_base.empty()) {
-        m_links_off_reason = "off (--pyc-links off)";
+        m_links_off_reason = "off (--pyc-links off, or no place for them: allow_other without "
+                             "root, no XDG_RUNTIME_DIR)";
         return;
     }
     try {
+        if (m_config.pyc_files_create_base &&
+            ::mkdir(m_config.pyc_files_base.c_str(), ::geteuid() == 0 ? 0711 : 0700) == 0)
+            ::chmod(m_config.pyc_files_base.c_str(), ::geteuid() == 0 ? 0711 : 0700);
         int swept = cachecore::pyc::PycFileDir::sweep_stale(m_config.pyc_files_base);
         if (swept > 0)
             LOG_INFO("removed " + std::to_string(swept) + " pyc directories of dead daemons in " +
@@ -61,16 +67,20 @@ bool OverlayFs::links_for(fuse_req_t req) {
     // The kernel reports the requester's pid as this daemon's pid namespace sees it: 0 when it
     // cannot (a process in a container's pid namespace the daemon is outside of).
     const pid_t pid = fuse_req_ctx(req)->pid;
-    // An import is hundreds of lookups from one process: checked once.
-    if (pid != 0 && pid == m_same_view_pid.load(std::memory_order_relaxed)) return true;
+    // An import is hundreds of lookups from one process: checked about once a second (a process
+    // may chroot later).
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const std::uint64_t key =
+        std::uint64_t(std::uint32_t(pid)) << 32 | std::uint32_t(now / 1'000'000'000);
+    if (pid != 0 && key == m_same_view.load(std::memory_order_relaxed)) return true;
     // The link names a path in this daemon's view of the filesystem: a process in another mount
     // namespace (a container) or under another root (a chroot, whose root is another mount even
     // of the same directory) resolves it somewhere else.
+    // Fails closed: a requester whose view cannot be read counts as foreign.
     FsView view;
-    bool foreign = pid == 0;
-    if (!foreign && view.read(pid)) foreign = !(view == m_view);
+    const bool foreign = pid == 0 || !view.read(pid) || !(view == m_view);
     if (!foreign) {
-        m_same_view_pid.store(pid, std::memory_order_relaxed);
+        m_same_view.store(key, std::memory_order_relaxed);
         return true;
     }
     turn_links_off("process " + std::to_string(pid) +
@@ -84,6 +94,22 @@ std::string OverlayFs::source_path(const Inode& pyc) const {
     // The source's ACL is read through the directory descriptor, as this process sees it.
     return std::string(ProcPath(pyc.parent->parent->fd.get()).c_str()) + "/" + pyc.pyc->module +
            ".py";
+}
+
+void OverlayFs::supersede_link(Inode& pyc, PycState& state) {
+    // A new version replaces the blob inside a request, before the watcher has invalidated the
+    // old link (it may be on its way, or the directory is not watched): the kernel may still
+    // hold the old link text, so the old file stays until the kernel asks for the link again
+    // (op_readlink) or forgets the pyc, and the link is invalidated from the watcher's thread.
+    auto old = state.current();
+    if (!old) return;
+    {
+        std::lock_guard lock(old->file_mutex);
+        if (!old->file) return;
+        std::lock_guard s(state.push_mutex);
+        state.superseded.push_back(old->file);
+    }
+    if (m_watcher) m_watcher->reinvalidate(0, "", m_table.to_fuse(pyc));
 }
 
 int OverlayFs::pyc_link(const Inode& pyc, const PycBlob& blob, std::string& target) {

@@ -2,6 +2,7 @@
 #include "cachecore/pyc/cache_name.hpp"
 #include "cachecore/util/log.hpp"
 #include "fs/overlay/background_queue.hpp"
+#include "fs/overlay/change_watcher.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
@@ -158,6 +159,7 @@ int OverlayFs::pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlo
         }
     }
     auto& pyc_result = std::get<cachecore::Pyc>(result);
+    if (state.as_link) supersede_link(pyc, state);
     auto blob = std::make_shared<PycBlob>();
     blob->bytes = std::move(pyc_result.bytes);
     blob->stamp = pyc_result.stamp;
@@ -253,11 +255,12 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     if (index < 0) return fuse_reply_err(req, ENOENT), 0;
     ++m_stats.per_interpreter[std::size_t(index)].lookups;
 
-    const bool links = links_for(req);
+    bool links = links_for(req);
     Inode* pyc;
     {
         std::lock_guard lock(pycache.pycache->mutex);
         auto& slot = pycache.pycache->pycs[name];
+        links = links && m_links.load(); // turned off meanwhile: its pass saw the slot or not
         if (slot && slot->pyc->as_link != links)
             pycache.pycache->retired.push_back(std::move(slot)); // link mode was turned off
         if (!slot) {
@@ -305,16 +308,14 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
 
 fuse_ino_t OverlayFs::reply_link_entry(fuse_req_t req, Inode& pycache, const char* name, Inode& pyc,
                                        const PycBlob& blob) {
-    std::unique_lock file_lock(blob.file_mutex);
-    const bool fresh = !blob.file;
-    if (fresh) {
-        blob.file = m_pyc_files->reserve();
-    } else if (!blob.file->written()) {
-        // Writing it failed before (links are off since): serve this one as a FUSE file.
-        file_lock.unlock();
+    // The file is complete (and immutable) before anybody learns its name from the link.
+    std::string target;
+    if (int err = pyc_link(pyc, blob, target)) {
+        // The memory filesystem is full (or gone): every pyc becomes a FUSE file again.
+        turn_links_off(std::string("a pyc file could not be written in ") + m_pyc_files->path() +
+                       ": " + std::strerror(err));
         return lookup_pycache_entry(req, pycache, name);
     }
-    const std::string target = blob.file->path();
     m_table.add_lookup(pyc);
     fuse_entry_param e{};
     e.ino = m_table.to_fuse(pyc);
@@ -324,17 +325,10 @@ fuse_ino_t OverlayFs::reply_link_entry(fuse_req_t req, Inode& pycache, const cha
     e.attr_timeout = e.entry_timeout = timeout_for(*pyc.parent->parent);
     fuse_reply_entry(req, &e);
     count_delivery(pyc, blob);
-    if (fresh) {
-        // Written while the importer wakes up and asks for the link (its READLINK waits for
-        // this lock): the write is off the importer's critical path.
-        if (int err = m_pyc_files->fill(*blob.file, blob.bytes, blob.source_st, source_path(pyc))) {
-            // The memory filesystem is full (or gone): every pyc becomes a FUSE file again.
-            turn_links_off(std::string("a pyc file could not be written in ") +
-                           m_pyc_files->path() + ": " + std::strerror(err));
-        }
-    }
-    // (Pushing the link's text into the page cache gains nothing: on a new inode the push fails,
-    // and on a known one the attributes the importer applies after the push invalidate it.)
+    // Links were turned off while this reply was being made: its invalidation pass may have
+    // come before the kernel had this entry.
+    if (!m_links.load() && m_watcher)
+        m_watcher->reinvalidate(m_table.to_fuse(pycache), name, e.ino);
     return e.ino;
 }
 

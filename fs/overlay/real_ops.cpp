@@ -160,7 +160,11 @@ void OverlayFs::op_readlink(fuse_req_t req, fuse_ino_t ino) {
         int err = pyc_blob(req, node, blob);
         if (!err) err = pyc_link(node, *blob, target);
         if (err) return (void)fuse_reply_err(req, err);
-        return (void)fuse_reply_readlink(req, target.c_str());
+        fuse_reply_readlink(req, target.c_str());
+        // The kernel asked for the link: it no longer holds an older text.
+        std::lock_guard lock(node.pyc->push_mutex);
+        node.pyc->superseded.clear();
+        return;
     }
     if (node.kind != InodeKind::Real) return (void)fuse_reply_err(req, EINVAL);
     char buf[PATH_MAX + 1];

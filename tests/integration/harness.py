@@ -735,7 +735,7 @@ def _on_signal(signum, frame):
 
 
 def remove_pyc_dirs_of_dead_daemons():
-    """A daemon a test killed leaves its /dev/shm/pycachefs.<pid>.* directory for the next mount
+    """A daemon a test killed leaves its /run/pycachefs/pycachefs.<pid>.* directory for the next mount
     to remove; after the last test, nobody would: remove those of this run's dead daemons."""
     import array
     import fcntl
@@ -745,7 +745,7 @@ def remove_pyc_dirs_of_dead_daemons():
     for pid in pids:
         if pid_alive(pid):
             continue
-        for d in glob.glob("/dev/shm/pycachefs.%d.*" % pid):
+        for d in glob.glob("/run/pycachefs/pycachefs.%d.*" % pid):
             for name in os.listdir(d):
                 path = os.path.join(d, name)
                 try:

@@ -1,5 +1,5 @@
 """Link mode (--pyc-links auto, the default): every pyc is a symlink to a real file in the
-daemon's private directory under /dev/shm, so an import of a known pyc needs no FUSE round trip.
+daemon's private directory under /run/pycachefs, so an import of a known pyc needs no FUSE round trip.
 Proven with real interpreters: imports use the pycs, a hot import sends no request at all, the
 files carry the source's owner, mode and ACL, edits give new files, the directory goes with the
 daemon, and link mode turns itself off for a process from another mount namespace or a chroot and
@@ -88,7 +88,7 @@ class LinksTest(harness.MountTestCase):
         st = m.stats()
         self.assertTrue(st["pyc_files"]["links"], repr(st["pyc_files"]))
         pyc_dir = st["pyc_files"]["dir"]
-        self.assertTrue(pyc_dir.startswith("/dev/shm/pycachefs."), pyc_dir)
+        self.assertTrue(pyc_dir.startswith("/run/pycachefs/pycachefs."), pyc_dir)
         self.assertEqual(stat.S_IMODE(os.stat(pyc_dir).st_mode), 0o711)
         for py in self.pythons:
             with self.subTest(python=py.tag):
@@ -206,8 +206,8 @@ class LinksTest(harness.MountTestCase):
     def test_another_mount_namespace_turns_links_off_for_the_mount(self):
         py = self.pythons[-1]
         m = self.mount(TREE, args=LINKS, pythons=[py])
-        # A container's view: its own /dev/shm, where the daemon's directory does not exist.
-        script = ('mount -t tmpfs none /dev/shm && exec "$@"')
+        # A container's view: its own /run, where the daemon's directory does not exist.
+        script = ('mount -t tmpfs none /run && exec "$@"')
         code = IMPORT
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", py.path,
                "-v", "-c", code]
@@ -229,9 +229,9 @@ class LinksTest(harness.MountTestCase):
             self.assertTrue(stat.S_ISREG(os.lstat(self.pyc(m, py, module)).st_mode), module)
 
     def test_a_chroot_turns_links_off_for_the_mount(self):
-        # Same mount namespace, another root: a build chroot into which the mount is bind-mounted
-        # but not /dev/shm. The root is a bind mount of / itself: the same directory, yet
-        # another mount, which is what tells them apart.
+        # Same mount namespace, another root: a build chroot into which the mount is bind-mounted.
+        # The root is a bind mount of / itself: the same directory, yet another mount, which is
+        # what tells them apart.
         py = self.pythons[-1]
         m = self.mount(TREE, args=LINKS, pythons=[py])
         root = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "chroot-")
@@ -259,7 +259,7 @@ class LinksTest(harness.MountTestCase):
         py = self.pythons[-1]
         base = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "tiny-")
         self.addCleanup(os.rmdir, base)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "none", base], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k,mode=0700", "none", base], check=True)
         self.addCleanup(subprocess.run, ["umount", "-l", base])
         # Two pycs fit in the 8 KiB (4 KiB pages), the third does not.
         tree = {"m%d.py" % i: "VALUE = %d\nPAD = %r\n" % (i, "x" * 2000) for i in range(6)}

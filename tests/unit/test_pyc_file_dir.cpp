@@ -161,7 +161,7 @@ TEST_F(PycFileDirTest, FileIsRemovedWithItsLastOwnerAndTheDirectoryWithTheLast) 
 }
 
 TEST_F(PycFileDirTest, FilesCannotBeChangedOnceWritten) {
-    auto dir = PycFileDir::create("/dev/shm", ::geteuid() == 0);
+    auto dir = PycFileDir::create(base, ::geteuid() == 0);
     int err = 0;
     auto file = dir->write("fixed", source_st, source, err);
     ASSERT_TRUE(file);
@@ -170,7 +170,7 @@ TEST_F(PycFileDirTest, FilesCannotBeChangedOnceWritten) {
     int flags = 0;
     bool has_flags = ::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
     ::close(fd);
-    if (!has_flags) GTEST_SKIP() << "no inode flags on /dev/shm";
+    if (!has_flags) GTEST_SKIP() << "no inode flags on " << base;
     EXPECT_TRUE(flags & FS_IMMUTABLE_FL);
     if (::geteuid() == 0) {
         // Not even root writes through by accident (a pyc opened for writing via its link).
@@ -193,6 +193,32 @@ TEST_F(PycFileDirTest, SweepRemovesOnlyDirectoriesNoDaemonHolds) {
     EXPECT_FALSE(stdfs::exists(dead));
     EXPECT_TRUE(stdfs::exists(live->path()));
     EXPECT_TRUE(stdfs::exists(base + "/unrelated"));
+}
+
+TEST_F(PycFileDirTest, BaseOthersCanWriteIsRefused) {
+    // In a world-writable place (/dev/shm, /tmp) another user could plant a file where a link
+    // the kernel cached leads (in another mount namespace, say).
+    ::chmod(base.c_str(), 01777);
+    try {
+        PycFileDir::create(base, false);
+        FAIL() << "a world-writable base was accepted";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("nobody else can write"), std::string::npos)
+            << e.what();
+    }
+    ::chmod(base.c_str(), 0700);
+    EXPECT_NO_THROW(PycFileDir::create(base, false));
+}
+
+TEST_F(PycFileDirTest, NamesCannotBeGuessed) {
+    auto dir = PycFileDir::create(base, false);
+    int err = 0;
+    auto a = dir->write("a", source_st, source, err);
+    auto b = dir->write("b", source_st, source, err);
+    ASSERT_TRUE(a && b);
+    const auto name = stdfs::path(a->path()).filename().string();
+    EXPECT_EQ(name.size(), 32u + 4u) << name; // 128 random bits in hex, ".pyc"
+    EXPECT_NE(name, stdfs::path(b->path()).filename().string());
 }
 
 TEST_F(PycFileDirTest, MissingBaseIsAClearError) {
