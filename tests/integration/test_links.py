@@ -164,6 +164,16 @@ class LinksTest(harness.MountTestCase):
                                   sys_path=[m.mountpoint], user=user)
         self.assertPythonOk(proc)
         self.assertIn(paths["public"], harness.code_object_sources(proc.stderr)[0])
+        # Read access taken away from the source: gone for its pyc too, file and all.
+        old_file = os.readlink(paths["public"]) if links == "auto" else None
+        os.chmod(m.src("public.py"), 0o600)
+
+        def refused():
+            proc = harness.run_python(user_python, PROBE_CODE, argv=[paths["public"]], user=user)
+            return json.loads(proc.stdout)[paths["public"]] == "EACCES"
+        self.assertTrue(harness.wait_until(refused, harness.FRESHNESS_POLL_SECONDS))
+        if old_file:
+            self.assertFalse(os.path.exists(old_file), "the old file outlived the chmod")
 
     def test_an_edit_gets_a_new_file_and_the_old_one_goes(self):
         py = self.pythons[-1]
