@@ -284,9 +284,11 @@ int run_mount(MountOptions o) {
         } else if (::geteuid() == 0) {
             config.pyc_files_base = "/run/pycachefs";
             config.pyc_files_create_base = true;
+            config.pyc_files_need_memory_fs = true;
         } else if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime && *runtime) {
             config.pyc_files_base = std::string(runtime) + "/pycachefs";
             config.pyc_files_create_base = true;
+            config.pyc_files_need_memory_fs = true;
         }
     }
     config.interpreters = served;

@@ -27,8 +27,9 @@ struct OverlayConfig {
     // under this base (a directory only this user can write, best on a memory filesystem);
     // empty: pycs are FUSE regular files.
     std::string pyc_files_base;
-    bool pyc_files_exact_owner = true;  // files get the source's owner (needs CAP_CHOWN)
-    bool pyc_files_create_base = false; // the base is ours to create (/run/pycachefs)
+    bool pyc_files_exact_owner = true;     // files get the source's owner (needs CAP_CHOWN)
+    bool pyc_files_create_base = false;    // the base is ours to create (/run/pycachefs)
+    bool pyc_files_need_memory_fs = false; // auto: links only where writing files costs no I/O
 };
 
 } // namespace fs::overlay

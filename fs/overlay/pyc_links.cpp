@@ -17,10 +17,23 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <stdexcept>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 
 namespace fs::overlay {
+
+namespace {
+
+bool on_memory_fs(const std::string& path) {
+    struct statfs sf;
+    return ::statfs(path.c_str(), &sf) == 0 &&
+           (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
+}
+
+} // namespace
 
 void OverlayFs::start_links() {
     if (m_config.pyc_files_base.empty()) {
@@ -29,13 +42,26 @@ void OverlayFs::start_links() {
         return;
     }
     try {
+        const std::string& base = m_config.pyc_files_base;
+        if (m_config.pyc_files_need_memory_fs) {
+            // The base itself, or where it would be created.
+            struct stat st;
+            const std::string where =
+                ::stat(base.c_str(), &st) == 0 ? base : base.substr(0, base.rfind('/'));
+            if (!on_memory_fs(where))
+                throw std::runtime_error(
+                    where +
+                    " is not on a memory filesystem (writing the files to disk made "
+                    "fresh mounts 1.8x slower here); mount a tmpfs on " +
+                    base + " or give --pyc-links a private tmpfs");
+        }
         if (m_config.pyc_files_create_base &&
-            ::mkdir(m_config.pyc_files_base.c_str(), ::geteuid() == 0 ? 0711 : 0700) == 0)
-            ::chmod(m_config.pyc_files_base.c_str(), ::geteuid() == 0 ? 0711 : 0700);
-        int swept = cachecore::pyc::PycFileDir::sweep_stale(m_config.pyc_files_base);
+            ::mkdir(base.c_str(), ::geteuid() == 0 ? 0711 : 0700) == 0)
+            ::chmod(base.c_str(), ::geteuid() == 0 ? 0711 : 0700);
+        int swept = cachecore::pyc::PycFileDir::sweep_stale(base);
         if (swept > 0)
             LOG_INFO("removed " + std::to_string(swept) + " pyc directories of dead daemons in " +
-                     m_config.pyc_files_base);
+                     base);
         m_pyc_files = cachecore::pyc::PycFileDir::create(m_config.pyc_files_base,
                                                          m_config.pyc_files_exact_owner);
         if (!m_view.read(::getpid())) m_view = {};

@@ -48,9 +48,36 @@ TRANSPORT = os.environ.get("PYCACHEFS_TEST_TRANSPORT", "dev")
 URING_SWITCH = "/sys/module/fuse/parameters/enable_uring"
 
 
-# --pyc-links for every Mount of this pass ($PYCACHEFS_TEST_PYC_LINKS; unset: the default, auto).
-# CTest runs the io_uring pass with off, so the whole suite also covers pycs as FUSE files.
+# --pyc-links for every Mount of this pass ($PYCACHEFS_TEST_PYC_LINKS; unset: links, in a private
+# tmpfs, see links_base()). CTest runs the io_uring pass with off, so the whole suite also covers
+# pycs as FUSE files.
 PYC_LINKS = os.environ.get("PYCACHEFS_TEST_PYC_LINKS")
+
+
+_links_base = None
+
+
+def links_base():
+    """A private tmpfs (mode 0711) for the link-mode pyc files of this test process's mounts,
+    mounted on first use and unmounted at exit: `--pyc-links auto` uses links only when
+    /run/pycachefs is on a memory filesystem, which a VM's /run may not be."""
+    global _links_base
+    with _registry_lock:
+        if _links_base is None:
+            d = tempfile.mkdtemp(prefix=TEMP_PREFIX + "pyclinks-")
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711,size=512m", "pcfs-test", d],
+                           check=True)
+            _links_base = d
+        return _links_base
+
+
+def _unmount_links_base():
+    if _links_base is not None:
+        subprocess.run(["umount", "-l", _links_base])
+        try:
+            os.rmdir(_links_base)
+        except OSError as e:
+            log("cannot remove %s: %s" % (_links_base, e))
 
 
 def transport_value():
@@ -503,9 +530,11 @@ class Mount:
             cmd.append("--rw")
         if self.transport_flag and not any(a.startswith("--io-uring") for a in self.args):
             cmd += ["--io-uring", transport_value()]
-        if PYC_LINKS and self.transport_flag and not any(a.startswith("--pyc-links")
-                                                         for a in self.args):
-            cmd += ["--pyc-links", PYC_LINKS]
+        if self.transport_flag and not any(a.startswith("--pyc-links") for a in self.args):
+            if PYC_LINKS:
+                cmd += ["--pyc-links", PYC_LINKS]
+            elif os.geteuid() == 0:
+                cmd += ["--pyc-links", links_base()]
         cmd += self.args
         if self.foreground:
             cmd.append("-f")
@@ -745,7 +774,8 @@ def remove_pyc_dirs_of_dead_daemons():
     for pid in pids:
         if pid_alive(pid):
             continue
-        for d in glob.glob("/run/pycachefs/pycachefs.%d.*" % pid):
+        for d in glob.glob("/run/pycachefs/pycachefs.%d.*" % pid) + (
+                glob.glob("%s/pycachefs.%d.*" % (_links_base, pid)) if _links_base else []):
             for name in os.listdir(d):
                 path = os.path.join(d, name)
                 try:
@@ -769,6 +799,7 @@ def remove_pyc_dirs_of_dead_daemons():
                 log("cannot remove %s: %s" % (d, e))
 
 
+atexit.register(_unmount_links_base)
 atexit.register(remove_pyc_dirs_of_dead_daemons)
 atexit.register(cleanup_all)
 for _sig in (signal.SIGTERM, signal.SIGHUP):

@@ -354,7 +354,8 @@ class IsolationTest(harness.MountTestCase):
                     # The ThreadSanitizer runtime of a `scripts/test --sanitize thread` build
                     # creates and at once unlinks this at start-up: not the daemon's doing.
                     continue
-                elif re.fullmatch(r"/run/pycachefs(/(tmp|pycachefs)\.\d+\.\w+(/(\w+\.pyc|probe))?)?", t):
+                elif re.fullmatch(r"(/run/pycachefs|/tmp/pcfs-it-pyclinks-\w+)"
+                                  r"(/(tmp|pycachefs)\.\d+\.\w+(/(\w+\.pyc|probe))?)?", t):
                     # Link mode (--pyc-links auto): its private pyc directory, and those of
                     # killed daemons, which the next mount removes.
                     continue

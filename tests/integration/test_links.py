@@ -1,5 +1,5 @@
-"""Link mode (--pyc-links auto, the default): every pyc is a symlink to a real file in the
-daemon's private directory under /run/pycachefs, so an import of a known pyc needs no FUSE round trip.
+"""Link mode (--pyc-links auto, the default, where /run/pycachefs is a tmpfs; here a private
+tmpfs is given as DIR): every pyc is a symlink to a real file in the daemon's private directory, so an import of a known pyc needs no FUSE round trip.
 Proven with real interpreters: imports use the pycs, a hot import sends no request at all, the
 files carry the source's owner, mode and ACL, edits give new files, the directory goes with the
 daemon, and link mode turns itself off for a process from another mount namespace or a chroot and
@@ -31,7 +31,6 @@ TREE = {
 }
 MODULES = {"top": "top.py", "pkg": "pkg/__init__.py", "pkg.a": "pkg/a.py", "pkg.b": "pkg/b.py"}
 IMPORT = "import top, sys; print(top.RESULT)"
-LINKS = ["--pyc-links", "auto"]
 
 # Prints {path: "ok" | errno name} for every path in argv.
 PROBE_CODE = r"""
@@ -66,6 +65,12 @@ def total_requests(st):
 @unittest.skipUnless(os.geteuid() == 0, "needs root (useradd, unshare, mount)")
 class LinksTest(harness.MountTestCase):
 
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.base = harness.links_base()
+        cls.LINKS = ["--pyc-links", cls.base]
+
     def import_checked(self, m, py, env=None, user=None, expect="ab"):
         """Imports the tree with `py -v`; returns the pycs that supplied code objects (every
         module must come from its pyc)."""
@@ -84,11 +89,11 @@ class LinksTest(harness.MountTestCase):
         return m.mnt(d, "__pycache__", py.pyc_name(os.path.splitext(f)[0]))
 
     def test_imports_use_linked_pycs_and_a_hot_import_sends_no_request(self):
-        m = self.mount(TREE, args=LINKS)
+        m = self.mount(TREE, args=self.LINKS)
         st = m.stats()
         self.assertTrue(st["pyc_files"]["links"], repr(st["pyc_files"]))
         pyc_dir = st["pyc_files"]["dir"]
-        self.assertTrue(pyc_dir.startswith("/run/pycachefs/pycachefs."), pyc_dir)
+        self.assertTrue(pyc_dir.startswith(self.base + "/pycachefs."), pyc_dir)
         self.assertEqual(stat.S_IMODE(os.stat(pyc_dir).st_mode), 0o711)
         for py in self.pythons:
             with self.subTest(python=py.tag):
@@ -136,7 +141,8 @@ class LinksTest(harness.MountTestCase):
             except OSError as e:
                 self.skipTest("no POSIX ACLs on the test filesystem: %s" % e)
         m = self.mount(tree, prepare=prepare, pythons=[user_python],
-                       args=["--pyc-links", links, "-o", "allow_other"])
+                       args=["--pyc-links", self.base if links == "auto" else "off",
+                             "-o", "allow_other"])
         paths = {n: m.mnt("__pycache__", user_python.pyc_name(n))
                  for n in ("public", "secret", "denied")}
         sources = {n: m.mnt(n + ".py") for n in paths}
@@ -177,7 +183,7 @@ class LinksTest(harness.MountTestCase):
 
     def test_an_edit_gets_a_new_file_and_the_old_one_goes(self):
         py = self.pythons[-1]
-        m = self.mount(TREE, args=LINKS, pythons=[py])
+        m = self.mount(TREE, args=self.LINKS, pythons=[py])
         self.import_checked(m, py)
         path = self.pyc(m, py, "pkg.a")
         old = os.readlink(path)
@@ -197,27 +203,27 @@ class LinksTest(harness.MountTestCase):
 
     def test_directory_goes_with_the_daemon_and_a_killed_daemons_with_the_next(self):
         py = self.pythons[-1]
-        first = self.mount(TREE, args=LINKS, pythons=[py])
+        first = self.mount(TREE, args=self.LINKS, pythons=[py])
         self.import_checked(first, py)
         pyc_dir = first.stats()["pyc_files"]["dir"]
         first.close()
         self.assertFalse(os.path.exists(pyc_dir), "unmounted, yet its pyc directory remains")
-        killed = self.mount(TREE, args=LINKS, pythons=[py])
+        killed = self.mount(TREE, args=self.LINKS, pythons=[py])
         self.import_checked(killed, py)
         killed_dir = killed.stats()["pyc_files"]["dir"]
         os.kill(killed.pid, signal.SIGKILL)
         self.assertTrue(harness.wait_until(lambda: not harness.pid_alive(killed.pid), 10))
         killed.close()
         # (Any mount started meanwhile, by a test running in parallel, may remove it first.)
-        third = self.mount(TREE, args=LINKS, pythons=[py])
+        third = self.mount(TREE, args=self.LINKS, pythons=[py])
         self.assertFalse(os.path.exists(killed_dir), "a killed daemon's directory was kept")
         self.import_checked(third, py)
 
     def test_another_mount_namespace_turns_links_off_for_the_mount(self):
         py = self.pythons[-1]
-        m = self.mount(TREE, args=LINKS, pythons=[py])
-        # A container's view: its own /run, where the daemon's directory does not exist.
-        script = ('mount -t tmpfs none /run && exec "$@"')
+        m = self.mount(TREE, args=self.LINKS, pythons=[py])
+        # A container's view: where the daemon's directory is, something else.
+        script = ('mount -t tmpfs none %s && exec "$@"' % self.base)
         code = IMPORT
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", py.path,
                "-v", "-c", code]
@@ -243,7 +249,7 @@ class LinksTest(harness.MountTestCase):
         # The root is a bind mount of / itself: the same directory, yet another mount, which is
         # what tells them apart.
         py = self.pythons[-1]
-        m = self.mount(TREE, args=LINKS, pythons=[py])
+        m = self.mount(TREE, args=self.LINKS, pythons=[py])
         root = tempfile.mkdtemp(prefix=harness.TEMP_PREFIX + "chroot-")
         self.addCleanup(os.rmdir, root)
         subprocess.run(["mount", "--bind", "/", root], check=True)
@@ -294,6 +300,22 @@ class LinksTest(harness.MountTestCase):
         self.assertEqual([c for c in compiled if c.startswith(m.mountpoint)], [])
         self.assertEqual(len([p for p in pycs if p.startswith(m.mountpoint)]), 6)
 
+    def test_auto_links_only_on_a_memory_filesystem(self):
+        py = self.pythons[-1]
+        m = self.mount(TREE, args=["--pyc-links", "auto"], pythons=[py])
+        self.import_checked(m, py)
+        files = m.stats()["pyc_files"]
+        where = "/run/pycachefs" if os.path.isdir("/run/pycachefs") else "/run"
+        fs_type = subprocess.run(["stat", "-f", "-c", "%T", where], stdout=subprocess.PIPE,
+                                 universal_newlines=True).stdout.strip()
+        if fs_type in ("tmpfs", "ramfs"):
+            self.assertTrue(files["links"], repr(files))
+            self.assertTrue(files["dir"].startswith("/run/pycachefs/pycachefs."), repr(files))
+        else:
+            self.assertFalse(files["links"], repr(files))
+            self.assertIn("not on a memory filesystem", files["why_not"])
+            self.assertTrue(stat.S_ISREG(os.lstat(self.pyc(m, py, "pkg.a")).st_mode))
+
     def test_off_serves_fuse_files_and_dir_chooses_the_place(self):
         py = self.pythons[-1]
         off = self.mount(TREE, args=["--pyc-links", "off"], pythons=[py])
@@ -309,7 +331,8 @@ class LinksTest(harness.MountTestCase):
         chosen.close()
         self.assertEqual(os.listdir(base), [])
         # The same from the environment.
-        from_env = self.mount(TREE, pythons=[py], env={"PYCACHEFS_PYC_LINKS": "off"})
+        from_env = self.mount(TREE, pythons=[py], env={"PYCACHEFS_PYC_LINKS": "off"},
+                              transport_flag=False)  # no --pyc-links from the harness
         self.import_checked(from_env, py)
         self.assertFalse(from_env.stats()["pyc_files"]["links"])
         proc = harness.run_tool([off.binary, "mount", "/nonexistent", "/nonexistent",
