@@ -28,6 +28,18 @@ bool set_immutable(int fd, bool on) {
     return ::ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
 }
 
+// Unlinks a file that may be immutable (clearing the flag needs CAP_LINUX_IMMUTABLE, as setting it
+// did).
+void unlink_immutable(int dir_fd, const std::string& name) {
+    if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno != EPERM) return;
+    int f = ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (f >= 0) {
+        set_immutable(f, false);
+        ::close(f);
+    }
+    ::unlinkat(dir_fd, name.c_str(), 0);
+}
+
 // Removes every file of an open directory, then the directory (its entries are plain files).
 void remove_tree(int parent_fd, const std::string& name) {
     int fd = ::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -41,16 +53,7 @@ void remove_tree(int parent_fd, const std::string& name) {
                 if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
                     names.emplace_back(e->d_name);
             }
-            for (const auto& n : names) {
-                if (::unlinkat(::dirfd(d), n.c_str(), 0) < 0 && errno == EPERM) {
-                    int f = ::openat(::dirfd(d), n.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-                    if (f >= 0) {
-                        set_immutable(f, false);
-                        ::close(f);
-                    }
-                    ::unlinkat(::dirfd(d), n.c_str(), 0);
-                }
-            }
+            for (const auto& n : names) unlink_immutable(::dirfd(d), n);
             ::closedir(d);
         }
     }
@@ -141,7 +144,6 @@ std::shared_ptr<PycFile> PycFileDir::reserve() {
         name += k_hex[b >> 4];
         name += k_hex[b & 15];
     }
-    m_next.fetch_add(1, std::memory_order_relaxed);
     return std::make_shared<PycFile>(shared_from_this(), name + ".pyc");
 }
 
@@ -205,14 +207,7 @@ int PycFileDir::fill(PycFile& file, std::string_view bytes, const struct stat& s
 }
 
 void PycFileDir::remove(const std::string& name, std::uint64_t bytes) {
-    if (::unlinkat(m_fd.get(), name.c_str(), 0) < 0 && errno == EPERM) {
-        int f = ::openat(m_fd.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (f >= 0) {
-            set_immutable(f, false);
-            ::close(f);
-        }
-        ::unlinkat(m_fd.get(), name.c_str(), 0);
-    }
+    unlink_immutable(m_fd.get(), name);
     m_files.fetch_sub(1, std::memory_order_relaxed);
     m_bytes.fetch_sub(bytes, std::memory_order_relaxed);
 }

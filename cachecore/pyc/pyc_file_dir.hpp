@@ -22,7 +22,6 @@ public:
     PycFile& operator=(const PycFile&) = delete;
 
     const std::string& path() const { return m_path; }
-    bool written() const { return m_written; }
 
 private:
     friend class PycFileDir;
@@ -53,15 +52,10 @@ public:
     PycFileDir(const PycFileDir&) = delete;
     PycFileDir& operator=(const PycFileDir&) = delete;
 
-    // A name for a new file, not created yet: its path is final, so a link to it can be handed
-    // out while fill() writes it.
-    std::shared_ptr<PycFile> reserve();
-    // Writes `bytes` as the reserved file for a source with stat `source_st` (its ACL read from
-    // `source_path`, a path naming the source). Returns 0 or an errno (nothing is left behind):
-    // the caller serves the pyc another way.
-    int fill(PycFile& file, std::string_view bytes, const struct stat& source_st,
-             const std::string& source_path);
-    // reserve() + fill(); nullptr and `err` on failure.
+    // Writes `bytes` as a new file for a source with stat `source_st` (its ACL read from
+    // `source_path`, a path naming the source): complete, with its final owner, mode and ACL, and
+    // immutable. nullptr and `err` (an errno; nothing is left behind) on failure: the caller
+    // serves the pyc another way.
     std::shared_ptr<PycFile> write(std::string_view bytes, const struct stat& source_st,
                                    const std::string& source_path, int& err);
 
@@ -76,13 +70,15 @@ public:
 
 private:
     friend class PycFile;
+    std::shared_ptr<PycFile> reserve(); // an unguessable name, not created yet
+    int fill(PycFile& file, std::string_view bytes, const struct stat& source_st,
+             const std::string& source_path);
     PycFileDir(std::string path, util::UniqueFd fd, bool exact_owner);
     void remove(const std::string& name, std::uint64_t bytes);
 
     std::string m_path;
     util::UniqueFd m_fd;
     bool m_exact_owner;
-    std::atomic<std::uint64_t> m_next{0};
     std::atomic<std::uint64_t> m_files{0};
     std::atomic<std::uint64_t> m_bytes{0};
     std::atomic<std::uint64_t> m_written{0};

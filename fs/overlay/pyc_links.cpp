@@ -141,12 +141,10 @@ void OverlayFs::supersede_link(Inode& pyc, PycState& state) {
 int OverlayFs::pyc_link(const Inode& pyc, const PycBlob& blob, std::string& target) {
     std::lock_guard lock(blob.file_mutex);
     if (!blob.file) {
-        auto file = m_pyc_files->reserve();
-        if (int err = m_pyc_files->fill(*file, blob.bytes, blob.source_st, source_path(pyc)))
-            return err;
-        blob.file = std::move(file);
+        int err = 0;
+        blob.file = m_pyc_files->write(blob.bytes, blob.source_st, source_path(pyc), err);
+        if (!blob.file) return err ? err : EIO;
     }
-    if (!blob.file->written()) return EIO; // writing it failed after its link was handed out
     target = blob.file->path();
     return 0;
 }

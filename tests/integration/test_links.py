@@ -83,6 +83,20 @@ class LinksTest(harness.MountTestCase):
         self.assertEqual(mine, [], "%s compiled these itself" % py.tag)
         return [p for p in pycs if p.startswith(m.mountpoint)]
 
+    def import_elsewhere(self, m, py, prefix, where):
+        """Imports the tree with `prefix + [py -v -c ...]` (a process that resolves paths
+        differently); every module must come from its pyc. Returns the mount's pyc_files stats."""
+        proc = subprocess.run(prefix + [py.path, "-v", "-c", IMPORT],
+                              env=harness.clean_env({"PYTHONPATH": m.mountpoint}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=120, cwd="/")
+        self.assertPythonOk(proc, "import in " + where)
+        self.assertEqual(proc.stdout.strip(), "ab")
+        pycs, compiled = harness.code_object_sources(proc.stderr)
+        self.assertEqual([c for c in compiled if c.startswith(m.mountpoint)], [])
+        self.assertEqual(len([p for p in pycs if p.startswith(m.mountpoint)]), len(MODULES))
+        return m.stats()["pyc_files"]
+
     def pyc(self, m, py, module):
         rel = MODULES[module]
         d, f = os.path.split(rel)
@@ -224,18 +238,8 @@ class LinksTest(harness.MountTestCase):
         m = self.mount(TREE, args=self.LINKS, pythons=[py])
         # A container's view: where the daemon's directory is, something else.
         script = ('mount -t tmpfs none %s && exec "$@"' % self.base)
-        code = IMPORT
-        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", py.path,
-               "-v", "-c", code]
-        proc = subprocess.run(cmd, env=harness.clean_env({"PYTHONPATH": m.mountpoint}),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, timeout=120, cwd="/")
-        self.assertPythonOk(proc, "import in another mount namespace")
-        self.assertEqual(proc.stdout.strip(), "ab")
-        pycs, compiled = harness.code_object_sources(proc.stderr)
-        self.assertEqual([c for c in compiled if c.startswith(m.mountpoint)], [])
-        self.assertEqual(len([p for p in pycs if p.startswith(m.mountpoint)]), len(MODULES))
-        files = m.stats()["pyc_files"]
+        files = self.import_elsewhere(m, py, ["unshare", "-m", "--propagation", "private", "sh",
+                                              "-c", script, "sh"], "another mount namespace")
         self.assertFalse(files["links"])
         self.assertIn("mount or pid namespace", files["why_not"])
         # From then on, for everybody: FUSE files.
@@ -258,16 +262,7 @@ class LinksTest(harness.MountTestCase):
         inner = root + m.mountpoint
         subprocess.run(["mount", "--bind", m.mountpoint, inner], check=True)
         self.addCleanup(subprocess.run, ["umount", inner])
-        proc = subprocess.run(["chroot", root, py.path, "-v", "-c", IMPORT],
-                              env=harness.clean_env({"PYTHONPATH": m.mountpoint}),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, timeout=120, cwd="/")
-        self.assertPythonOk(proc, "import in a chroot")
-        self.assertEqual(proc.stdout.strip(), "ab")
-        pycs, compiled = harness.code_object_sources(proc.stderr)
-        self.assertEqual([c for c in compiled if c.startswith(m.mountpoint)], [])
-        self.assertEqual(len([p for p in pycs if p.startswith(m.mountpoint)]), len(MODULES))
-        files = m.stats()["pyc_files"]
+        files = self.import_elsewhere(m, py, ["chroot", root], "a chroot")
         self.assertFalse(files["links"])
         self.assertIn("chroot", files["why_not"])
 
