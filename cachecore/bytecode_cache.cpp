@@ -220,7 +220,8 @@ void BytecodeCache::push_counters() {
 
 PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struct stat* st,
                                  const python::Interpreter& interpreter, int optimize,
-                                 pyc::PycMode mode, const std::string& co_filename) {
+                                 pyc::PycMode mode, const std::string& co_filename,
+                                 OnMiss on_miss) {
     const std::string file = co_filename.empty() ? describe_source(dirfd, name) : co_filename;
     if (!usable(interpreter)) {
         PycError e;
@@ -240,6 +241,11 @@ PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struc
     if (l.entry) {
         m_impl->count(tag, [](store::Counters& c) { ++c.hits; });
         entry = std::move(*l.entry);
+    } else if (on_miss == OnMiss::Fail) {
+        PycError e;
+        e.kind = PycErrorKind::NotStored;
+        e.message = file + ": not in the store";
+        return e;
     } else {
         m_impl->count(tag, [](store::Counters& c) { ++c.misses; });
         python::CompileRequest request{l.source->bytes, file, int(store_optimize(optimize))};

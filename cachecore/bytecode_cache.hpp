@@ -30,7 +30,12 @@ enum class PycErrorKind {
     Io,            // the source could not be read (err_no says why)
     Compile,       // the source does not compile (compile says how) or crashes the compiler
     Unavailable,   // transient: worker timed out or could not start; do not remember
+    NotStored,     // OnMiss::Fail and the store has no entry for this content
 };
+
+// What get_pyc does when the store has no entry: compile (an importer waits for it), or fail
+// with NotStored (a lookup made ahead of an importer must not compile, nor wait for one).
+enum class OnMiss { Compile, Fail };
 
 struct PycError {
     PycErrorKind kind = PycErrorKind::Io;
@@ -60,7 +65,7 @@ public:
     // `co_filename`: the path CPython will see (it fixes co_filename on load anyway).
     PycResult get_pyc(int dirfd, const std::string& name, const struct stat* st,
                       const python::Interpreter& interpreter, int optimize, pyc::PycMode mode,
-                      const std::string& co_filename);
+                      const std::string& co_filename, OnMiss on_miss = OnMiss::Compile);
 
     // Ensures the store holds an entry (used by `warm`); never builds a header.
     enum class WarmOutcome { AlreadyStored, Compiled, CompileError, Failed };

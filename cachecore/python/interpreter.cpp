@@ -29,10 +29,12 @@ constexpr const char* k_probe_script =
     "import _imp\n"
     "m.update(n for n in getattr(_imp, '_frozen_module_names', list)() if _imp.is_frozen(n))\n"
     "m = ','.join(sorted(m))\n"
-    "import importlib.util\n"
+    "import importlib.util, importlib.machinery\n"
+    "x = ','.join(importlib.machinery.EXTENSION_SUFFIXES)\n"
     "v = sys.version_info\n"
-    "sys.stdout.write('%s %d %d %d %s %s %s %s\\n' % (sys.implementation.name, v[0], v[1], v[2],\n"
-    "    sys.implementation.cache_tag, importlib.util.MAGIC_NUMBER.hex(), m or '-',\n"
+    "sys.stdout.write('%s %d %d %d %s %s %s %s %s\\n' % (sys.implementation.name, v[0], v[1], "
+    "v[2],\n"
+    "    sys.implementation.cache_tag, importlib.util.MAGIC_NUMBER.hex(), m or '-', x or '-',\n"
     "    (sys.executable or '').encode('utf-8', 'surrogateescape').hex()))\n";
 
 struct ProbeAnswer {
@@ -109,9 +111,10 @@ ProbeAnswer run_probe(const std::string& path) {
         return answer;
     }
     std::istringstream in(out);
-    std::string name, tag, magic_hex, modules, exe_hex;
+    std::string name, tag, magic_hex, modules, suffixes, exe_hex;
     Interpreter it;
-    if (!(in >> name >> it.major >> it.minor >> it.micro >> tag >> magic_hex >> modules)) {
+    if (!(in >> name >> it.major >> it.minor >> it.micro >> tag >> magic_hex >> modules >>
+          suffixes)) {
         answer.error = "unexpected probe output";
         return answer;
     }
@@ -137,6 +140,12 @@ ProbeAnswer run_probe(const std::string& path) {
         std::size_t comma = modules.find(',', start);
         if (comma == std::string::npos) comma = modules.size();
         it.startup_modules.insert(modules.substr(start, comma - start));
+        start = comma + 1;
+    }
+    for (std::size_t start = 0; suffixes != "-" && start < suffixes.size();) {
+        std::size_t comma = suffixes.find(',', start);
+        if (comma == std::string::npos) comma = suffixes.size();
+        it.extension_suffixes.push_back(suffixes.substr(start, comma - start));
         start = comma + 1;
     }
     it.version =

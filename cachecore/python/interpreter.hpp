@@ -22,6 +22,9 @@ struct Interpreter {
     // encodings, io, ...) or served frozen (3.11+: os, stat, posixpath, ...). Compiling them
     // ahead would be wasted.
     std::set<std::string> startup_modules;
+    // importlib.machinery.EXTENSION_SUFFIXES, in the order a package's `__init__` is probed
+    // with them (before `__init__.py`).
+    std::vector<std::string> extension_suffixes;
 
     bool supports_hash_pycs() const { return major == 3 && minor >= 7; }
 };

@@ -24,6 +24,7 @@ struct MountOptions {
     std::string compile_ahead = "all"; // all | imports | package | off
     std::string io_uring = "off";      // auto | on | off: FUSE over io_uring
     std::string pyc_links = "auto";    // auto | off | DIR: pycs as symlinks to real files
+    bool look_ahead = true;            // look names up ahead of importers (on | off)
     bool foreground = false;
     bool debug = false; // debug log (and libfuse's request trace with -d -d)
     bool fuse_debug = false;

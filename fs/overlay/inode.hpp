@@ -38,8 +38,9 @@ struct DirState {
     bool has_py = false;
     std::vector<std::string> py_modules; // module names of `*.py` files (for the virtual listing)
     std::shared_ptr<const std::vector<DirEntry>> listing;
-    std::unique_ptr<Inode> pycache; // the virtual __pycache__, created on first lookup
-    int watch = -1;                 // inotify watch descriptor, -1 when unwatched
+    std::unique_ptr<Inode> pycache;             // the virtual __pycache__, created on first lookup
+    int watch = -1;                             // inotify watch descriptor, -1 when unwatched
+    std::set<std::pair<int, int>> looked_ahead; // (interpreter index, optimize) (look_ahead.hpp)
 };
 
 // A served pyc: the complete file and the source version it was built from.

@@ -23,6 +23,7 @@ struct OverlayConfig {
     double unwatched_timeout = 1.0; // for directories whose changes cannot be watched
     bool compile_ahead_imports = true; // a cold module's imports (import_prefetch.cpp)
     bool compile_ahead_package = true; // a cold package's modules (prefetch_siblings)
+    bool look_ahead = true;            // look names up ahead of an importer (look_ahead.hpp)
     // Link mode (pyc_links.cpp): pycs are symlinks to real files in a private directory created
     // under this base (a directory only this user can write, best on a memory filesystem);
     // empty: pycs are FUSE regular files.

@@ -3,6 +3,7 @@
 #include "cachecore/util/log.hpp"
 #include "fs/overlay/background_queue.hpp"
 #include "fs/overlay/change_watcher.hpp"
+#include "fs/overlay/look_ahead.hpp"
 
 #include <climits>
 #include <cstdlib>
@@ -38,10 +39,14 @@ void OverlayFs::start(fuse_session* session) {
     Inode& root = m_table.root();
     root.dir->watch = m_watcher->watch(root);
     root.watched = root.dir->watch >= 0;
+    m_view_known = m_view.read(::getpid());
     start_links();
+    if (m_config.look_ahead && !m_config.mountpoint.empty())
+        m_look_ahead = std::make_unique<LookAhead>(m_config.mountpoint);
 }
 
 void OverlayFs::stop() {
+    if (m_look_ahead) m_look_ahead->stop();
     if (m_background) m_background->stop();
     if (m_watcher) m_watcher->stop();
     if (m_links_off_thread.joinable()) m_links_off_thread.join();
@@ -130,6 +135,7 @@ std::string OverlayFs::stats_json() {
               {"pyc_reads", m_stats.pyc_reads.load()},
               {"page_cache_pushes", m_stats.pushes.load()},
               {"pyc_files", pyc_files_json()},
+              {"look_ahead", m_look_ahead ? m_look_ahead->stats() : nlohmann::json(nullptr)},
               {"watching", m_watcher ? m_watcher->describe() : std::string("none")},
               {"totals", totals},
               {"interpreters", interpreters}};

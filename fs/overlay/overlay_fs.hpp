@@ -9,6 +9,7 @@
 #include "fs/overlay/live_stats.hpp"
 #include "fs/overlay/overlay_config.hpp"
 
+#include <array>
 #include <functional>
 #include <fuse_lowlevel.h>
 #include <map>
@@ -23,6 +24,7 @@ namespace fs::overlay {
 
 class ChangeWatcher;
 class BackgroundQueue;
+class LookAhead;
 
 // The filesystem: real files pass through (passthrough_hp's design), every directory holding a
 // `*.py` shows a virtual `__pycache__` whose pycs come from the BytecodeCache.
@@ -125,6 +127,7 @@ private:
     // pyc_links.cpp
     void start_links();
     bool links_for(fuse_req_t req);
+    bool shares_view(pid_t pid); // resolves paths as this daemon does (namespace, root)
     int pyc_link(const Inode& pyc, const PycBlob& blob, std::string& target);
     void supersede_link(Inode& pyc, PycState& state);
     std::string source_path(const Inode& pyc) const;
@@ -134,6 +137,20 @@ private:
     nlohmann::json pyc_files_json() const;
     void count_delivery(const Inode& pyc, const PycBlob& blob);
     int interpreter_index(const std::string& tag) const;
+    // look_ahead_jobs.cpp. Who asked, taken before the reply (which frees the request).
+    struct Asker {
+        pid_t pid = 0;
+        uid_t uid = 0;
+        gid_t gid = 0;
+        bool own = false; // our own look-ahead
+    };
+    bool is_look_ahead(fuse_req_t req) const;
+    Asker asker_of(fuse_req_t req) const;
+    void look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
+                              const std::string& module);
+    void look_ahead_after_listing(const Asker& asker, Inode& dir);
+    void post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,
+                         const std::string& served);
 
     OverlayConfig m_config;
     std::function<nlohmann::json()> m_transport_stats;
@@ -149,6 +166,18 @@ private:
     std::mutex m_imports_mutex;
     std::unordered_set<std::string> m_imports_seen; // (module path, tag, optimize) walked
     std::atomic<std::uint64_t> m_next_virtual_ino{1};
+    std::unique_ptr<LookAhead> m_look_ahead;
+    // Recent importers (thread ids) and the pyc kind they ask for: their listings are looked
+    // ahead of too. A few slots, least recently used replaced.
+    struct Importer {
+        pid_t pid = 0;
+        int index = -1;
+        int optimize = 0;
+        std::uint64_t used = 0;
+    };
+    std::mutex m_importers_mutex;
+    std::array<Importer, 16> m_importers{};
+    std::uint64_t m_importer_clock = 0;
     // Bumped by the watcher before each batch of invalidations; a reply whose data was gathered
     // under an older epoch is invalidated again once the kernel has it (see after_reply).
     std::atomic<std::uint64_t> m_change_epoch{0};
@@ -169,6 +198,7 @@ private:
         bool operator==(const FsView&) const = default;
     };
     FsView m_view; // this daemon's
+    bool m_view_known = false;
     std::thread m_links_off_thread;
     // (pid << 32 | second) of the last requester seen to share m_view
     std::atomic<std::uint64_t> m_same_view{0};

@@ -64,7 +64,6 @@ void OverlayFs::start_links() {
                      base);
         m_pyc_files = cachecore::pyc::PycFileDir::create(m_config.pyc_files_base,
                                                          m_config.pyc_files_exact_owner);
-        if (!m_view.read(::getpid())) m_view = {};
         m_links = true;
     } catch (const std::exception& e) {
         m_links_off_reason = std::string("off: ") + e.what();
@@ -88,27 +87,29 @@ bool OverlayFs::FsView::read(pid_t pid) {
     return true;
 }
 
+bool OverlayFs::shares_view(pid_t pid) {
+    // An import is hundreds of requests from one process: checked about once a second (a
+    // process may chroot later).
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const std::uint64_t key =
+        std::uint64_t(std::uint32_t(pid)) << 32 | std::uint32_t(now / 1'000'000'000);
+    if (pid != 0 && key == m_same_view.load(std::memory_order_relaxed)) return true;
+    // Fails closed: a requester whose view cannot be read counts as foreign.
+    FsView view;
+    if (pid == 0 || !m_view_known || !view.read(pid) || !(view == m_view)) return false;
+    m_same_view.store(key, std::memory_order_relaxed);
+    return true;
+}
+
 bool OverlayFs::links_for(fuse_req_t req) {
     if (!m_links.load(std::memory_order_relaxed)) return false;
     // The kernel reports the requester's pid as this daemon's pid namespace sees it: 0 when it
     // cannot (a process in a container's pid namespace the daemon is outside of).
     const pid_t pid = fuse_req_ctx(req)->pid;
-    // An import is hundreds of lookups from one process: checked about once a second (a process
-    // may chroot later).
-    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    const std::uint64_t key =
-        std::uint64_t(std::uint32_t(pid)) << 32 | std::uint32_t(now / 1'000'000'000);
-    if (pid != 0 && key == m_same_view.load(std::memory_order_relaxed)) return true;
     // The link names a path in this daemon's view of the filesystem: a process in another mount
     // namespace (a container) or under another root (a chroot, whose root is another mount even
     // of the same directory) resolves it somewhere else.
-    // Fails closed: a requester whose view cannot be read counts as foreign.
-    FsView view;
-    const bool foreign = pid == 0 || !view.read(pid) || !(view == m_view);
-    if (!foreign) {
-        m_same_view.store(key, std::memory_order_relaxed);
-        return true;
-    }
+    if (shares_view(pid)) return true;
     turn_links_off("process " + std::to_string(pid) +
                    " sees another filesystem (another mount or pid namespace, or a chroot) and "
                    "may not see " +

@@ -131,7 +131,14 @@ int OverlayFs::pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlo
         out = std::move(cur);
         return 0;
     }
-    std::lock_guard build(state.build_mutex);
+    // A lookup made ahead of an importer never waits behind a build (a compile may be running
+    // under this lock): the importer asks for itself when it gets here.
+    const bool ahead = req && is_look_ahead(req);
+    std::unique_lock build(state.build_mutex, std::defer_lock);
+    if (!ahead)
+        build.lock();
+    else if (!build.try_lock())
+        return ENOENT;
     if (auto cur = state.current(); cur && cur->stamp == stamp) {
         out = std::move(cur);
         return 0;
@@ -146,8 +153,11 @@ int OverlayFs::pyc_blob(fuse_req_t req, Inode& pyc, std::shared_ptr<const PycBlo
             path = m_config.mountpoint + path.substr(m_source_real.size());
         co_filename = path + "/" + source;
     }
+    // A lookup made ahead of an importer only takes what the store has: it must neither compile
+    // (a compile ahead does that, in the idle class) nor wait for one.
+    const auto on_miss = ahead ? cachecore::OnMiss::Fail : cachecore::OnMiss::Compile;
     auto result = m_cache.get_pyc(dir.fd.get(), source, &st, *state.interpreter, state.optimize,
-                                  m_config.pyc_mode, co_filename);
+                                  m_config.pyc_mode, co_filename, on_miss);
     if (auto* error = std::get_if<cachecore::PycError>(&result)) {
         switch (error->kind) {
         case cachecore::PycErrorKind::Io:
@@ -285,7 +295,12 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     }
     std::shared_ptr<const PycBlob> blob;
     if (int err = pyc_blob(req, *pyc, blob)) return fuse_reply_err(req, err), 0;
-    if (pyc->pyc->as_link) return reply_link_entry(req, pycache, name, *pyc, *blob);
+    if (pyc->pyc->as_link) {
+        const Asker asker = asker_of(req);
+        fuse_ino_t ino = reply_link_entry(req, pycache, name, *pyc, *blob);
+        look_ahead_after_pyc(asker, dir, index, parsed->optimize, parsed->module);
+        return ino;
+    }
     m_table.add_lookup(*pyc);
     fuse_entry_param e{};
     e.ino = m_table.to_fuse(*pyc);
@@ -299,10 +314,12 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
         pyc->pyc->served = blob;
         pyc->pyc->served_generation = generation;
     }
+    const Asker asker = asker_of(req);
     fuse_reply_entry(req, &e);
     // Served: the kernel now has the exact size and gets the bytes by READ or by the push.
     count_delivery(*pyc, *blob);
     if (world_readable) push_to_page_cache(*pyc, false);
+    look_ahead_after_pyc(asker, dir, index, parsed->optimize, parsed->module);
     return e.ino;
 }
 

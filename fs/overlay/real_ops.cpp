@@ -339,8 +339,10 @@ void OverlayFs::op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
         used += n;
         if (acquired) given.emplace_back(name, e.ino);
     }
+    const Asker asker = asker_of(req);
     fuse_reply_buf(req, buf.data(), used);
     for (const auto& [name, child] : given) after_reply(epoch, ino, name, child);
+    if (off == 0) look_ahead_after_listing(asker, dir);
 }
 
 void OverlayFs::op_statfs(fuse_req_t req, fuse_ino_t) {

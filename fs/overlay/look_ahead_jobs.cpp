@@ -1,0 +1,131 @@
+// What to look up ahead of an importer (the lookups themselves: look_ahead.hpp).
+//
+// A process that has asked for a pyc of interpreter T in directory D is importing from D: it
+// will ask for more of D's pycs and probe D's subdirectories as packages (`S/__init__` with each
+// extension suffix, `S/__init__.py`, `S/__pycache__/__init__.T.pyc`). The same holds for every
+// directory that process lists afterwards (CPython lists a package directory when it imports
+// the first of its submodules). A process that lists directories without importing (a walk of
+// the tree) never asks for a pyc, so nothing is looked up for it.
+#include "cachecore/pyc/cache_name.hpp"
+#include "fs/overlay/look_ahead.hpp"
+#include "fs/overlay/overlay_fs.hpp"
+#include "fs/overlay/proc_path.hpp"
+
+#include <climits>
+#include <cstring>
+#include <dirent.h>
+#include <unistd.h>
+
+namespace fs::overlay {
+namespace {
+
+// A directory holding more is a sys.path root (site-packages, the stdlib's top level), where an
+// importer takes a few of many; its first names are still worth it.
+constexpr std::size_t k_max_names = 1024;
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+    return s.size() > suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+} // namespace
+
+bool OverlayFs::is_look_ahead(fuse_req_t req) const {
+    return m_look_ahead && m_look_ahead->is_own(fuse_req_ctx(req)->pid);
+}
+
+OverlayFs::Asker OverlayFs::asker_of(fuse_req_t req) const {
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    return Asker{ctx->pid, ctx->uid, ctx->gid, is_look_ahead(req)};
+}
+
+void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
+                                     const std::string& module) {
+    if (!m_look_ahead || asker.own) return;
+    const pid_t pid = asker.pid;
+    {
+        std::lock_guard lock(m_importers_mutex);
+        auto oldest = m_importers.begin();
+        bool known = false;
+        for (auto it = m_importers.begin(); it != m_importers.end(); ++it) {
+            if (it->pid == pid) {
+                *it = Importer{pid, index, optimize, ++m_importer_clock};
+                known = true;
+                break;
+            }
+            if (it->used < oldest->used) oldest = it;
+        }
+        if (!known) *oldest = Importer{pid, index, optimize, ++m_importer_clock};
+    }
+    post_look_ahead(asker, dir, index, optimize, module);
+}
+
+void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
+    if (!m_look_ahead || asker.own) return;
+    const pid_t pid = asker.pid;
+    int index = -1, optimize = 0;
+    {
+        std::lock_guard lock(m_importers_mutex);
+        for (const auto& importer : m_importers) {
+            if (importer.pid == pid && importer.used) {
+                index = importer.index;
+                optimize = importer.optimize;
+            }
+        }
+    }
+    if (index >= 0) post_look_ahead(asker, dir, index, optimize, {});
+}
+
+void OverlayFs::post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,
+                                const std::string& served) {
+    if (!dir.dir) return;
+    // Lookups go through this daemon's view of the filesystem: only for a process that shares
+    // it (a container's importer would resolve a symlink in the tree somewhere else).
+    if (!shares_view(asker.pid)) return;
+    {
+        std::lock_guard lock(dir.dir->mutex);
+        if (!dir.dir->looked_ahead.emplace(index, optimize).second) return;
+    }
+    auto listing = dir_listing(dir);
+    if (!listing) return;
+    // The directory's path under the mount point.
+    std::string rel;
+    if (&dir != &m_table.root()) {
+        char real[PATH_MAX];
+        ssize_t n = ::readlink(ProcPath(dir.fd.get()).c_str(), real, sizeof real - 1);
+        if (n <= 0) return;
+        std::string path(real, std::size_t(n));
+        if (path.size() <= m_source_real.size() + 1 ||
+            path.compare(0, m_source_real.size(), m_source_real) != 0 ||
+            path[m_source_real.size()] != '/')
+            return; // moved out of the tree, or deleted meanwhile
+        rel = path.substr(m_source_real.size() + 1);
+    }
+    const auto& interpreter = m_config.interpreters[std::size_t(index)];
+    auto pyc_name = [&](const std::string& module) {
+        return cachecore::pyc::format_cache_name({module, interpreter.cache_tag, optimize});
+    };
+    std::vector<std::string> names;
+    for (const DirEntry& entry : *listing) {
+        if (names.size() >= k_max_names) break;
+        const std::string& name = entry.name;
+        if (entry.is_virtual_pycache || name == "." || name == ".." || name == "__pycache__")
+            continue;
+        if (entry.type == DT_DIR) {
+            // Not a package name (CPython splits dotted names), or a package probed as
+            // CPython's FileFinder does: extension modules first, then the source.
+            if (name.find('.') != std::string::npos) continue;
+            for (const auto& suffix : interpreter.extension_suffixes)
+                names.push_back(name + "/__init__" + suffix);
+            names.push_back(name + "/__init__.py");
+            names.push_back(name + "/__pycache__/" + pyc_name("__init__"));
+        } else if (ends_with(name, ".py")) {
+            std::string module = name.substr(0, name.size() - 3);
+            if (module != served) names.push_back("__pycache__/" + pyc_name(module));
+        }
+    }
+    LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
+    m_look_ahead->post(std::move(who), std::move(rel), std::move(names));
+}
+
+} // namespace fs::overlay

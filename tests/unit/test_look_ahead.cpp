@@ -1,0 +1,180 @@
+// LookAhead: lookups made ahead of an importer, with its identity, beneath the mount point.
+// A plain directory stands in for the mount here (the lookups are ordinary system calls); the
+// integration tests (test_look_ahead.py) run it against the real daemon.
+#include "fs/overlay/look_ahead.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <string>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace {
+
+using fs::overlay::LookAhead;
+namespace stdfs = std::filesystem;
+
+// Waits until every posted lookup has been made (or dropped); returns the final counters.
+nlohmann::json wait_idle(const LookAhead& ahead, std::uint64_t jobs) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (;;) {
+        auto s = ahead.stats();
+        if ((s["jobs"].get<std::uint64_t>() >= jobs && s["waiting"].get<std::size_t>() == 0) ||
+            std::chrono::steady_clock::now() > deadline)
+            return s;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
+
+// A child that takes uid/gid 65534 without groups and waits to be killed: an importer that is
+// not root.
+pid_t spawn_nobody() {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+            ::setresuid(65534, 65534, 65534) != 0)
+            ::_exit(3);
+        for (;;) ::pause();
+    }
+    // Until the child has dropped its groups, /proc shows root's.
+    for (int i = 0; i < 1000; ++i) {
+        char path[64];
+        std::snprintf(path, sizeof path, "/proc/%d/status", int(pid));
+        std::ifstream in(path);
+        std::string line;
+        while (std::getline(in, line))
+            if (line.rfind("Uid:", 0) == 0 && line.find("65534") != std::string::npos) return pid;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return pid;
+}
+
+void reap(pid_t pid) {
+    ::kill(pid, SIGKILL);
+    int status;
+    ::waitpid(pid, &status, 0);
+}
+
+// The Uid (real, effective, saved, filesystem), Gid and Groups lines of one thread.
+std::string identity_of(pid_t tid) {
+    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/status");
+    std::string line, out;
+    while (std::getline(in, line))
+        if (line.rfind("Uid:", 0) == 0 || line.rfind("Gid:", 0) == 0 ||
+            line.rfind("Groups:", 0) == 0)
+            out += line + "\n";
+    return out;
+}
+
+class LookAheadTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char templ[] = "/tmp/pcfs-lookahead-XXXXXX";
+        ASSERT_NE(::mkdtemp(templ), nullptr);
+        root = templ;
+        ::chmod(root.c_str(), 0755);
+        stdfs::create_directories(root + "/pkg/sub");
+        std::ofstream(root + "/pkg/a.py") << "";
+        std::ofstream(root + "/pkg/sub/__init__.py") << "";
+        stdfs::create_directory(root + "/pkg/secret");
+        std::ofstream(root + "/pkg/secret/f.py") << "";
+        ::chmod((root + "/pkg/secret").c_str(), 0700);
+        stdfs::create_directory_symlink("/", root + "/pkg/out");
+        std::ofstream(root + "/outside.py") << "";
+    }
+    void TearDown() override { stdfs::remove_all(root); }
+
+    LookAhead::Requester me() const { return {::getpid(), ::geteuid(), ::getegid(), {}}; }
+
+    std::string root;
+};
+
+TEST_F(LookAheadTest, LooksUpNamesAndNeverLeavesTheMount) {
+    LookAhead ahead(root);
+    ASSERT_TRUE(ahead.post(me(), "pkg",
+                           {"a.py", "missing.py", "sub/__init__.py", "out/etc/passwd",
+                            "../outside.py", "../../etc/passwd", "/etc/passwd"}));
+    auto s = wait_idle(ahead, 1);
+    EXPECT_EQ(s["lookups"], 7);
+    // a.py, sub/__init__.py and ../outside.py (still beneath the mount point); the others are
+    // missing, or outside: through an absolute symlink, or `..` above the mount point.
+    EXPECT_EQ(s["found"], 3) << s.dump();
+    EXPECT_EQ(s["dropped"], 0);
+}
+
+TEST_F(LookAheadTest, LooksUpWithTheImportersIdentityOnly) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (to take another identity)";
+    const pid_t main_tid = pid_t(::syscall(SYS_gettid));
+    const std::string main_identity = identity_of(main_tid);
+    LookAhead ahead(root);
+    pid_t nobody = spawn_nobody();
+    ASSERT_TRUE(ahead.post({nobody, 65534, 65534, {}}, "pkg", {"secret/f.py", "a.py"}));
+    auto s = wait_idle(ahead, 1);
+    EXPECT_EQ(s["lookups"], 2);
+    EXPECT_EQ(s["found"], 1) << "65534 may not search pkg/secret (0700, root's)";
+    // Root again afterwards: the thread takes each importer's identity in turn.
+    ASSERT_TRUE(ahead.post(me(), "pkg", {"secret/f.py"}));
+    s = wait_idle(ahead, 2);
+    EXPECT_EQ(s["found"], 2);
+    reap(nobody);
+    // The identity is the look-ahead thread's own: the rest of the process keeps root's.
+    EXPECT_EQ(identity_of(main_tid), main_identity);
+    EXPECT_EQ(::geteuid(), 0u);
+}
+
+TEST_F(LookAheadTest, WorkForAnExitedImporterIsDropped) {
+    LookAhead ahead(root);
+    pid_t child = ::fork();
+    if (child == 0) {
+        for (;;) ::pause();
+    }
+    // Enough lookups that they cannot all be made before the importer is gone.
+    std::vector<std::string> names(200000, "a.py");
+    ASSERT_TRUE(ahead.post({child, ::geteuid(), ::getegid(), {}}, "pkg", std::move(names)));
+    reap(child);
+    auto s = wait_idle(ahead, 1);
+    EXPECT_GT(s["dropped"].get<std::uint64_t>(), 0u);
+    EXPECT_LT(s["lookups"].get<std::uint64_t>(), 200000u);
+    EXPECT_EQ(s["lookups"].get<std::uint64_t>() + s["dropped"].get<std::uint64_t>(), 200000u);
+    // An importer that is already gone gets nothing.
+    EXPECT_FALSE(ahead.post({child, ::geteuid(), ::getegid(), {}}, "pkg", {"a.py"}));
+}
+
+TEST_F(LookAheadTest, WithoutPrivilegesOnlyForItsOwnUser) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (to become another user)";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+            ::setresuid(65534, 65534, 65534) != 0)
+            ::_exit(3);
+        LookAhead ahead(root);
+        // Root's lookups cannot be made by an unprivileged daemon; its own user's can.
+        if (ahead.post({::getpid(), 0, 0, {}}, "pkg", {"a.py"})) ::_exit(4);
+        if (!ahead.post({::getpid(), 65534, 65534, {}}, "pkg", {"a.py"})) ::_exit(5);
+        auto s = wait_idle(ahead, 1);
+        ::_exit(s["found"] == 1 ? 0 : 6);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(LookAheadTest, OwnThreadsAreRecognised) {
+    LookAhead ahead(root);
+    EXPECT_FALSE(ahead.is_own(0));
+    EXPECT_FALSE(ahead.is_own(pid_t(::syscall(SYS_gettid))));
+    ahead.stop();
+    EXPECT_FALSE(ahead.post(me(), "pkg", {"a.py"})) << "stopped";
+}
+
+} // namespace
