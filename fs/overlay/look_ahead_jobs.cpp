@@ -42,22 +42,40 @@ OverlayFs::Asker OverlayFs::asker_of(fuse_req_t req) const {
 void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
                                      const std::string& module) {
     if (!m_look_ahead || asker.own) return;
-    const pid_t pid = asker.pid;
     {
         std::lock_guard lock(m_importers_mutex);
-        auto oldest = m_importers.begin();
-        bool known = false;
-        for (auto it = m_importers.begin(); it != m_importers.end(); ++it) {
-            if (it->pid == pid) {
-                *it = Importer{pid, index, optimize, ++m_importer_clock};
-                known = true;
-                break;
-            }
-            if (it->used < oldest->used) oldest = it;
-        }
-        if (!known) *oldest = Importer{pid, index, optimize, ++m_importer_clock};
+        Importer& slot = importer_slot(asker.pid);
+        if (slot.walker) return;
+        slot.index = index;
+        slot.optimize = optimize;
     }
     post_look_ahead(asker, dir, index, optimize, module);
+}
+
+void OverlayFs::importer_is_walker(const Asker& asker) {
+    if (!m_look_ahead || asker.own) return;
+    std::lock_guard lock(m_importers_mutex);
+    importer_slot(asker.pid).walker = true;
+}
+
+OverlayFs::Importer& OverlayFs::importer_slot(pid_t pid) {
+    // Least recently used slot when the pid has none.
+    Importer* oldest = &m_importers[0];
+    Importer* slot = nullptr;
+    for (auto& importer : m_importers) {
+        if (importer.pid == pid && importer.used) {
+            slot = &importer;
+            break;
+        }
+        if (importer.used < oldest->used) oldest = &importer;
+    }
+    if (!slot) {
+        slot = oldest;
+        *slot = Importer{};
+        slot->pid = pid;
+    }
+    slot->used = ++m_importer_clock;
+    return *slot;
 }
 
 void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
@@ -67,7 +85,7 @@ void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
     {
         std::lock_guard lock(m_importers_mutex);
         for (const auto& importer : m_importers) {
-            if (importer.pid == pid && importer.used) {
+            if (importer.pid == pid && importer.used && !importer.walker) {
                 index = importer.index;
                 optimize = importer.optimize;
             }

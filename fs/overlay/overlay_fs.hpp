@@ -149,6 +149,7 @@ private:
     void look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
                               const std::string& module);
     void look_ahead_after_listing(const Asker& asker, Inode& dir);
+    void importer_is_walker(const Asker& asker);
     void post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,
                          const std::string& served);
 
@@ -174,9 +175,11 @@ private:
         int index = -1;
         int optimize = 0;
         std::uint64_t used = 0;
+        bool walker = false; // listed a __pycache__ (CPython never does): not an importer
     };
     std::mutex m_importers_mutex;
     std::array<Importer, 16> m_importers{};
+    Importer& importer_slot(pid_t pid); // under m_importers_mutex
     std::uint64_t m_importer_clock = 0;
     // Bumped by the watcher before each batch of invalidations; a reply whose data was gathered
     // under an older epoch is invalidated again once the kernel has it (see after_reply).

@@ -1,0 +1,241 @@
+"""Look-ahead (--look-ahead on, the default): while a process imports from a directory, the
+daemon looks up, through the mount and with that process's identity, the names it will ask for
+next (the directory's pycs, its subpackages' `__init__` probes), so they are in the kernel's
+caches when the importer gets there.
+
+Proven with real interpreters: after an importer has touched a package and the look-ahead has
+finished, importing the package's other modules and a subpackage sends the daemon no LOOKUP (and,
+with links, no request at all), for every CPython found; with --look-ahead off the same imports
+do. The look-ahead acts as the importer (a source it may not read is refused to it, not served to
+root), never compiles, does nothing for a process that only walks the tree, and never keeps the
+mount busy: unmounting right after an import, or while the importer still runs, works.
+
+Run by CTest, or by hand: python3 -I -B tests/integration/test_look_ahead.py -v
+"""
+
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+
+def package(n_extra=0):
+    files = {
+        "__init__.py": "",
+        "a.py": "A = 1\n",
+        "b.py": "B = 2\n",
+        "c.py": "from . import a\nC = a.A + 2\n",
+        "sub": {"__init__.py": "S = 4\n", "d.py": "D = 5\n"},
+    }
+    for i in range(n_extra):
+        files["m%03d.py" % i] = "X = %d\n" % i
+    return files
+
+
+# Phase 1 imports the package and one module (CPython lists the package directory for it), says
+# "ready" and waits; phase 2 imports what the look-ahead should have made ready. `-v` tells where
+# each module came from.
+PHASES = r"""
+import importlib, sys
+p = sys.argv[1]
+importlib.import_module(p)
+importlib.import_module(p + ".a")
+print("ready", flush=True)
+sys.stdin.readline()
+for name in sys.argv[2:]:
+    importlib.import_module(p + "." + name)
+print("done", flush=True)
+"""
+
+
+def lookups_and_links(st):
+    r = st["requests"]
+    return r.get("lookup", 0) + r.get("readlink", 0)
+
+
+def total_requests(st):
+    # `stats` itself reads a virtual xattr of the mount root.
+    return sum(n for kind, n in st["requests"].items() if kind != "getxattr")
+
+
+class LookAheadTest(harness.MountTestCase):
+
+    def wait_idle(self, m, jobs=1):
+        """Until the look-ahead has made every lookup it was given; returns the stats."""
+        last = None
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            st = m.stats()
+            la = st["look_ahead"]
+            if la and la["jobs"] >= jobs and la["waiting"] == 0:
+                if last is not None and la["lookups"] == last:
+                    return st
+                last = la["lookups"]
+            time.sleep(0.05)
+        self.fail("look-ahead never went idle: %r" % m.stats()["look_ahead"])
+
+    def phases(self, m, py, pkg, later, user=None):
+        """Runs PHASES; returns (stats after phase 1 settled, stats after phase 2, stderr)."""
+        cmd = [py.path, "-v", "-c", PHASES, pkg] + list(later)
+        if user is not None:
+            cmd = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid),
+                   "--clear-groups", "--"] + cmd
+        proc = subprocess.Popen(cmd, env=harness.clean_env({"PYTHONPATH": m.mountpoint}),
+                                cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True)
+        try:
+            line = proc.stdout.readline()
+            if line.strip() != "ready":
+                proc.kill()
+                out, err = proc.communicate(timeout=30)
+                self.fail("phase 1 failed: %r %s" % (line, err[-3000:]))
+            settled = self.wait_idle(m)
+            out, err = proc.communicate("go\n", timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 0, err[-3000:])
+        self.assertEqual(out.strip().splitlines()[-1], "done")
+        return settled, m.stats(), err
+
+    def assertFromPycs(self, err, m, pkg, names, py):
+        pycs, sources = harness.code_object_sources(err)
+        self.assertEqual([s for s in sources if s.startswith(m.mountpoint)], [],
+                         "compiled from source instead of a served pyc")
+        for name in names:
+            path = m.mnt(pkg, *name.split(".")[:-1], "__pycache__",
+                         py.pyc_name(name.split(".")[-1]))
+            if name == "sub":
+                path = m.mnt(pkg, "sub", "__pycache__", py.pyc_name("__init__"))
+            self.assertIn(path, pycs)
+
+    def test_later_imports_find_their_names_cached(self):
+        """Every CPython: after phase 1 and the look-ahead, phase 2 (two more modules and a
+        subpackage) sends no LOOKUP or READLINK; with links, no request at all."""
+        tree = {"p%d" % i: package() for i in range(len(self.pythons))}
+        store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
+        self.addCleanup(harness._rmtree, os.path.dirname(store))
+        # A warm store (compiled by a first mount), then a fresh mount: the kernel knows nothing.
+        with harness.Mount(tree, store=store) as warm:
+            for i, py in enumerate(self.pythons):
+                proc = harness.run_python(py, "import p%d.b, p%d.c, p%d.sub" % (i, i, i),
+                                          sys_path=[warm.mountpoint])
+                self.assertPythonOk(proc)
+        m = self.mount(tree, store=store)
+        links = m.stats()["pyc_files"]["links"]
+        for i, py in enumerate(self.pythons):
+            with self.subTest(python=py.tag):
+                pkg = "p%d" % i
+                settled, after, err = self.phases(m, py, pkg, ["b", "c", "sub"])
+                self.assertEqual(lookups_and_links(after), lookups_and_links(settled),
+                                 "phase 2 sent LOOKUP/READLINK requests")
+                if links:
+                    self.assertEqual(total_requests(after), total_requests(settled))
+                self.assertFromPycs(err, m, pkg, ["b", "c", "sub"], py)
+        la = m.stats()["look_ahead"]
+        self.assertGreaterEqual(la["jobs"], len(self.pythons))
+        self.assertGreater(la["found"], 0)
+
+    def test_without_look_ahead_the_importer_asks(self):
+        """The control: with --look-ahead off the same phase 2 sends its own LOOKUPs."""
+        py = self.pythons[-1]
+        m = self.mount({"p": package()}, args=["--look-ahead", "off"])
+        self.assertIsNone(m.stats()["look_ahead"])
+        proc = subprocess.Popen([py.path, "-c", PHASES, "p", "b", "c", "sub"],
+                                env=harness.clean_env({"PYTHONPATH": m.mountpoint}), cwd="/",
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True)
+        self.assertEqual(proc.stdout.readline().strip(), "ready")
+        time.sleep(0.3)
+        before = m.stats()
+        out, err = proc.communicate("go\n", timeout=120)
+        self.assertEqual(proc.returncode, 0, err)
+        # b, c, sub/__init__ pycs, sub/__init__.py and the extension-suffix probes.
+        self.assertGreaterEqual(m.stats()["requests"]["lookup"] - before["requests"]["lookup"],
+                                3 + 1 + len(py.ext_suffixes))
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (useradd)")
+    def test_acts_as_the_importer(self):
+        """A source the importer may not read is refused to the look-ahead too (it does not
+        look up as root): the daemon counts the refusal, serves nothing for it, and the
+        importer itself still gets EACCES."""
+        py = harness.python_for_other_users()
+        if py is None:
+            self.skipTest("no /usr/bin CPython for another user")
+        tree = {"p": dict(package(), secret="")}
+        tree["p"].pop("secret")
+        tree["p"]["secret.py"] = "SECRET = 1\n"
+
+        def prepare(m):
+            os.chmod(m.src("p", "secret.py"), 0o600)
+        m = self.mount(tree, prepare=prepare, pythons=[py], args=["-o", "allow_other"])
+        with harness.TempUser() as user:
+            settled, after, err = self.phases(m, py, "p", ["b"], user=user)
+            tag = harness.interpreter_stats(settled, py.tag)
+            self.assertGreaterEqual(tag["denied"], 1, "the look-ahead looked up p.secret as root")
+            probe = harness.run_python(
+                py, "import os\ntry:\n open(%r,'rb')\nexcept PermissionError: print('EACCES')"
+                % m.mnt("p", "__pycache__", py.pyc_name("secret")), user=user)
+            self.assertPythonOk(probe)
+            self.assertEqual(probe.stdout.strip(), "EACCES")
+        if settled["pyc_files"]["links"]:
+            # a, b, c, sub/__init__, __init__: never secret.
+            self.assertLessEqual(settled["pyc_files"]["written"], 5)
+
+    def test_never_compiles(self):
+        """A cold store: the look-ahead leaves what the importer did not ask for uncompiled."""
+        py = self.pythons[-1]
+        m = self.mount({"p": package()}, args=["--compile-ahead", "off"], pythons=[py])
+        settled, after, err = self.phases(m, py, "p", [])
+        self.assertGreater(settled["look_ahead"]["lookups"], 0)
+        # p/__init__ and p.a only.
+        self.assertEqual(harness.interpreter_stats(after, py.tag)["compiles"], 2)
+
+    def test_nothing_for_a_walk(self):
+        """A process that lists and stats the tree, pycs included, but imports nothing gets no
+        look-ahead (CPython never lists a __pycache__: whoever does is walking)."""
+        m = self.mount({"p": package(20)})
+        walk = ("import os\nfor d, dirs, files in os.walk(%r):\n"
+                "    [os.stat(os.path.join(d, f)) for f in files]\n" % m.mountpoint)
+        self.assertPythonOk(harness.run_python(self.pythons[-1], walk))
+        time.sleep(0.2)
+        self.assertEqual(m.stats()["look_ahead"]["jobs"], 0)
+
+    def test_unmount_is_never_busy(self):
+        """Unmounting right after an import, and while the importer still runs with lookups
+        pending for it, succeeds at the first `pycachefs unmount`."""
+        py = self.pythons[-1]
+        store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
+        self.addCleanup(harness._rmtree, os.path.dirname(store))
+        tree = {"p": package(300)}
+        with harness.Mount(tree, store=store) as warm:  # a warm store: lookups are quick
+            self.assertPythonOk(harness.run_python(py, "import p.a", sys_path=[warm.mountpoint]))
+        for attempt in range(3):
+            m = self.mount(tree, store=store)
+            self.assertPythonOk(harness.run_python(py, "import p.a", sys_path=[m.mountpoint]))
+            proc = m.unmount()
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertNoMountLeft(m)
+        m = self.mount(tree, store=store)
+        importer = subprocess.Popen([py.path, "-c", "import p.a, sys; print('in', flush=True); "
+                                     "sys.stdin.readline()"],
+                                    env=harness.clean_env({"PYTHONPATH": m.mountpoint}), cwd="/",
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    universal_newlines=True)
+        try:
+            self.assertEqual(importer.stdout.readline().strip(), "in")
+            proc = m.unmount()
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertNoMountLeft(m)
+        finally:
+            importer.kill()
+            importer.communicate()
+
+
+if __name__ == "__main__":
+    harness.main()
