@@ -67,6 +67,17 @@ int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
         std::printf("pyc files    FUSE files; links %s\n",
                     files.value("why_not", std::string("off")).c_str());
     }
+    const auto& ahead = j["look_ahead"];
+    if (ahead.is_object()) {
+        auto n = [&](const char* key) {
+            return (unsigned long long)ahead[key].get<std::uint64_t>();
+        };
+        std::printf(
+            "look-ahead   %llu jobs, %llu lookups (%llu found), %llu dropped, %llu waiting\n",
+            n("jobs"), n("lookups"), n("found"), n("dropped"), n("waiting"));
+    } else {
+        std::printf("look-ahead   off\n");
+    }
     std::printf("\n%-14s %9s %9s %9s %9s %9s %11s %9s\n", "interpreter", "lookups", "served",
                 "hits", "compiles", "errors", "bytes", "compile s");
     auto row = [](const std::string& name, const nlohmann::json& c) {

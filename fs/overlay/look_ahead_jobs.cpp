@@ -11,6 +11,7 @@
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <dirent.h>
@@ -42,14 +43,29 @@ OverlayFs::Asker OverlayFs::asker_of(fuse_req_t req) const {
 void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
                                      const std::string& module) {
     if (!m_look_ahead || asker.own) return;
+    std::vector<std::pair<dev_t, ino_t>> listed_before;
     {
         std::lock_guard lock(m_importers_mutex);
         Importer& slot = importer_slot(asker.pid);
         if (slot.walker) return;
+        if (slot.index < 0)
+            listed_before.assign(slot.listed.begin(), slot.listed.begin() + slot.n_listed);
         slot.index = index;
         slot.optimize = optimize;
+        slot.n_listed = 0;
     }
     post_look_ahead(asker, dir, index, optimize, module);
+    // The process turned out to be an importer: the directories it listed before (the sys.path
+    // entries it searched) are where its next top-level imports come from.
+    for (const auto& [dev, ino] : listed_before) {
+        Inode& root = m_table.root();
+        if (dev == root.st_dev && ino == root.st_ino) {
+            post_look_ahead(asker, root, index, optimize, {});
+        } else if (Inode* listed = m_table.pin(dev, ino)) {
+            post_look_ahead(asker, *listed, index, optimize, {});
+            m_table.unpin(*listed);
+        }
+    }
 }
 
 void OverlayFs::importer_is_walker(const Asker& asker) {
@@ -84,11 +100,17 @@ void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
     int index = -1, optimize = 0;
     {
         std::lock_guard lock(m_importers_mutex);
-        for (const auto& importer : m_importers) {
-            if (importer.pid == pid && importer.used && !importer.walker) {
-                index = importer.index;
-                optimize = importer.optimize;
+        Importer& slot = importer_slot(pid);
+        if (slot.walker) return;
+        index = slot.index;
+        optimize = slot.optimize;
+        if (index < 0) {
+            // Not an importer yet (it may never be: ls, a tree walk): remembered for a while.
+            if (slot.n_listed == slot.listed.size()) {
+                std::rotate(slot.listed.begin(), slot.listed.begin() + 1, slot.listed.end());
+                --slot.n_listed;
             }
+            slot.listed[slot.n_listed++] = {dir.st_dev, dir.st_ino};
         }
     }
     if (index >= 0) post_look_ahead(asker, dir, index, optimize, {});

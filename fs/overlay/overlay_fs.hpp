@@ -176,6 +176,9 @@ private:
         int optimize = 0;
         std::uint64_t used = 0;
         bool walker = false; // listed a __pycache__ (CPython never does): not an importer
+        // Directories listed before the first pyc (a sys.path entry): looked ahead of then.
+        std::array<std::pair<dev_t, ino_t>, 4> listed{};
+        std::size_t n_listed = 0;
     };
     std::mutex m_importers_mutex;
     std::array<Importer, 16> m_importers{};

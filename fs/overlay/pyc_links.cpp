@@ -103,6 +103,7 @@ bool OverlayFs::shares_view(pid_t pid) {
 
 bool OverlayFs::links_for(fuse_req_t req) {
     if (!m_links.load(std::memory_order_relaxed)) return false;
+    if (is_look_ahead(req)) return true; // this daemon's own thread shares its view
     // The kernel reports the requester's pid as this daemon's pid namespace sees it: 0 when it
     // cannot (a process in a container's pid namespace the daemon is outside of).
     const pid_t pid = fuse_req_ctx(req)->pid;

@@ -102,6 +102,19 @@ TEST(InterpreterProbe, MagicAndTagMatchWhatEachInterpreterPrints) {
     }
 }
 
+TEST(InterpreterProbe, ExtensionSuffixesInProbeOrder) {
+    // The look-ahead probes a package's `__init__` with these, as CPython's FileFinder does.
+    const char* script = "import importlib.machinery\n"
+                         "print(' '.join(importlib.machinery.EXTENSION_SUFFIXES))\n";
+    for (const auto& it : discovered().interpreters) {
+        std::string joined;
+        for (const auto& s : it.extension_suffixes) joined += (joined.empty() ? "" : " ") + s;
+        EXPECT_EQ(run_python(it.path, script), joined + "\n") << it.path;
+        ASSERT_FALSE(it.extension_suffixes.empty()) << it.path;
+        EXPECT_EQ(it.extension_suffixes.back(), ".so") << it.path;
+    }
+}
+
 TEST(InterpreterProbe, AnswerIsCachedInProcess) {
     auto path = discovered().interpreters.front().path;
     auto begin = std::chrono::steady_clock::now();
