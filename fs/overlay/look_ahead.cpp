@@ -78,10 +78,6 @@ LookAhead::LookAhead(std::string mountpoint, unsigned threads)
     for (std::size_t i = 0; i < threads; ++i) m_threads.emplace_back([this, i] { run(i); });
 }
 
-LookAhead::~LookAhead() {
-    stop();
-}
-
 void LookAhead::stop() {
     {
         std::lock_guard lock(m_mutex);
@@ -89,6 +85,13 @@ void LookAhead::stop() {
         m_jobs.clear();
     }
     m_cv.notify_all();
+}
+
+LookAhead::~LookAhead() {
+    stop();
+    // A thread may be inside a lookup on the mount: it returns once the FUSE session is gone
+    // (closing /dev/fuse aborts what nobody will answer), which is why the owner destroys this
+    // only after the session.
     for (auto& t : m_threads)
         if (t.joinable()) t.join();
 }

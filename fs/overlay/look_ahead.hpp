@@ -43,7 +43,7 @@ public:
     };
 
     explicit LookAhead(std::string mountpoint, unsigned threads = 1);
-    ~LookAhead(); // stop()
+    ~LookAhead(); // stop(), then waits for the threads
     LookAhead(const LookAhead&) = delete;
     LookAhead& operator=(const LookAhead&) = delete;
 
@@ -54,6 +54,7 @@ public:
     bool post(Requester who, std::string dir, std::vector<std::string> names);
     // A request the kernel sent on behalf of one of our threads.
     bool is_own(pid_t tid) const;
+    // No new lookups from now on (one in progress finishes); does not wait.
     void stop();
     // jobs, lookups, found (the name existed), dropped (never made: the importer had exited,
     // or was superseded), waiting (not made yet, or in progress).

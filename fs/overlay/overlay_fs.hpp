@@ -167,6 +167,8 @@ private:
     std::mutex m_imports_mutex;
     std::unordered_set<std::string> m_imports_seen; // (module path, tag, optimize) walked
     std::atomic<std::uint64_t> m_next_virtual_ino{1};
+    // Stopped by stop(), joined when destroyed: the mount command destroys this filesystem
+    // after the FUSE session, whose end releases a lookup still in flight.
     std::unique_ptr<LookAhead> m_look_ahead;
     // Recent importers (thread ids) and the pyc kind they ask for: their listings are looked
     // ahead of too. A few slots, least recently used replaced.
