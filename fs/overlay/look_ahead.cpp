@@ -145,8 +145,19 @@ bool LookAhead::look_up(const std::string& path) const {
     // that leads elsewhere (absolute, or `..` above the top) ends it, so nothing outside is
     // touched on anybody's behalf. A pyc that is a symlink has its text read, which the kernel
     // keeps, and is not followed (the importer's own open of the file costs no round trip).
+    // A name ending in '/' is a directory to list: the kernel keeps the listing (and the
+    // entries READDIRPLUS brings), and the importer's own listing is then served from it.
     cachecore::util::UniqueFd root(::open(m_mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) return false;
+    if (!path.empty() && path.back() == '/') {
+        auto dir = cachecore::util::open_beneath(root.get(), path.substr(0, path.size() - 1),
+                                                 O_RDONLY | O_DIRECTORY);
+        if (!dir) return false;
+        alignas(8) char buf[16384];
+        while (::syscall(SYS_getdents64, dir.get(), buf, sizeof buf) > 0) {
+        }
+        return true;
+    }
     auto fd = cachecore::util::open_beneath(root.get(), path, O_PATH);
     if (!fd) return false;
     char text[PATH_MAX];

@@ -47,7 +47,8 @@ public:
     LookAhead(const LookAhead&) = delete;
     LookAhead& operator=(const LookAhead&) = delete;
 
-    // Looks up `names` (paths relative to `dir`, a path relative to the mount point) in order.
+    // Looks up `names` (paths relative to `dir`, a path relative to the mount point; a name
+    // ending in '/' is a directory to list) in order.
     // Newer jobs go first: an importer works depth first, so the directory it entered last is where
     // it looks next. False when refused (credentials this process cannot take, an importer whose
     // groups cannot be read, stopping).

@@ -15,6 +15,7 @@
 #include <climits>
 #include <cstring>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace fs::overlay {
@@ -159,6 +160,12 @@ void OverlayFs::post_look_ahead(const Asker& asker, Inode& dir, int index, int o
                 names.push_back(name + "/__init__" + suffix);
             names.push_back(name + "/__init__.py");
             names.push_back(name + "/__pycache__/" + pyc_name("__init__"));
+            // A package's directory is listed by CPython when it imports the first submodule:
+            // two round trips (READDIRPLUS, then READDIR for the end), made here instead.
+            struct stat init;
+            if (::fstatat(dir.fd.get(), (name + "/__init__.py").c_str(), &init, 0) == 0 &&
+                S_ISREG(init.st_mode))
+                names.push_back(name + "/");
         } else if (ends_with(name, ".py")) {
             std::string module = name.substr(0, name.size() - 3);
             if (module != served) names.push_back("__pycache__/" + pyc_name(module));

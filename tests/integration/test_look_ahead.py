@@ -44,10 +44,11 @@ import importlib, sys
 p = sys.argv[1]
 importlib.import_module(p)
 importlib.import_module(p + ".a")
-print("ready", flush=True)
-sys.stdin.readline()
-for name in sys.argv[2:]:
-    importlib.import_module(p + "." + name)
+for group in sys.argv[2:]:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for name in group.split(","):
+        importlib.import_module(p + "." + name)
 print("done", flush=True)
 """
 
@@ -55,6 +56,11 @@ print("done", flush=True)
 def lookups_and_links(st):
     r = st["requests"]
     return r.get("lookup", 0) + r.get("readlink", 0)
+
+
+def listings(st):
+    r = st["requests"]
+    return r.get("readdir", 0) + r.get("readdirplus", 0)
 
 
 def total_requests(st):
@@ -79,29 +85,35 @@ class LookAheadTest(harness.MountTestCase):
         self.fail("look-ahead never went idle: %r" % m.stats()["look_ahead"])
 
     def phases(self, m, py, pkg, later, user=None):
-        """Runs PHASES; returns (stats after phase 1 settled, stats after phase 2, stderr)."""
-        cmd = [py.path, "-v", "-c", PHASES, pkg] + list(later)
+        """Runs PHASES: phase 1, then each group of `later` (a list of module lists) once the
+        look-ahead is idle. Returns ([stats when each group starts, stats at the end], stderr)."""
+        cmd = [py.path, "-v", "-c", PHASES, pkg] + [",".join(g) for g in later]
         if user is not None:
             cmd = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid),
                    "--clear-groups", "--"] + cmd
         proc = subprocess.Popen(cmd, env=harness.clean_env({"PYTHONPATH": m.mountpoint}),
                                 cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, universal_newlines=True)
+        snapshots = []
         try:
-            line = proc.stdout.readline()
-            if line.strip() != "ready":
-                proc.kill()
-                out, err = proc.communicate(timeout=30)
-                self.fail("phase 1 failed: %r %s" % (line, err[-3000:]))
-            settled = self.wait_idle(m)
-            out, err = proc.communicate("go\n", timeout=120)
+            for _ in later:
+                line = proc.stdout.readline()
+                if line.strip() != "ready":
+                    proc.kill()
+                    out, err = proc.communicate(timeout=30)
+                    self.fail("import failed: %r %s" % (line, err[-3000:]))
+                snapshots.append(self.wait_idle(m))
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            out, err = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                proc.communicate()
         self.assertEqual(proc.returncode, 0, err[-3000:])
         self.assertEqual(out.strip().splitlines()[-1], "done")
-        return settled, m.stats(), err
+        snapshots.append(m.stats())
+        return snapshots, err
 
     def assertFromPycs(self, err, m, pkg, names, py):
         pycs, sources = harness.code_object_sources(err)
@@ -131,12 +143,17 @@ class LookAheadTest(harness.MountTestCase):
         for i, py in enumerate(self.pythons):
             with self.subTest(python=py.tag):
                 pkg = "p%d" % i
-                settled, after, err = self.phases(m, py, pkg, ["b", "c", "sub"])
-                self.assertEqual(lookups_and_links(after), lookups_and_links(settled),
+                (settled, second, after), err = self.phases(m, py, pkg,
+                                                            [["b", "c", "sub"], ["sub.d"]])
+                self.assertEqual(lookups_and_links(second), lookups_and_links(settled),
                                  "phase 2 sent LOOKUP/READLINK requests")
                 if links:
-                    self.assertEqual(total_requests(after), total_requests(settled))
-                self.assertFromPycs(err, m, pkg, ["b", "c", "sub"], py)
+                    self.assertEqual(total_requests(second), total_requests(settled))
+                # Phase 3 imports from the subpackage: its directory was listed ahead (its
+                # modules' pycs are looked ahead of only once the importer asks for one).
+                self.assertEqual(listings(after), listings(second),
+                                 "phase 3 listed the subpackage itself")
+                self.assertFromPycs(err, m, pkg, ["b", "c", "sub", "sub.d"], py)
         la = m.stats()["look_ahead"]
         self.assertGreaterEqual(la["jobs"], len(self.pythons))
         self.assertGreater(la["found"], 0)
@@ -146,7 +163,7 @@ class LookAheadTest(harness.MountTestCase):
         py = self.pythons[-1]
         m = self.mount({"p": package()}, args=["--look-ahead", "off"])
         self.assertIsNone(m.stats()["look_ahead"])
-        proc = subprocess.Popen([py.path, "-c", PHASES, "p", "b", "c", "sub"],
+        proc = subprocess.Popen([py.path, "-c", PHASES, "p", "b,c,sub,sub.d"],
                                 env=harness.clean_env({"PYTHONPATH": m.mountpoint}), cwd="/",
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, universal_newlines=True)
@@ -156,8 +173,10 @@ class LookAheadTest(harness.MountTestCase):
         out, err = proc.communicate("go\n", timeout=120)
         self.assertEqual(proc.returncode, 0, err)
         # b, c, sub/__init__ pycs, sub/__init__.py and the extension-suffix probes.
-        self.assertGreaterEqual(m.stats()["requests"]["lookup"] - before["requests"]["lookup"],
+        after = m.stats()
+        self.assertGreaterEqual(after["requests"]["lookup"] - before["requests"]["lookup"],
                                 3 + 1 + len(py.ext_suffixes))
+        self.assertGreater(listings(after), listings(before))
 
     @unittest.skipUnless(os.geteuid() == 0, "needs root (useradd)")
     def test_acts_as_the_importer(self):
@@ -175,7 +194,7 @@ class LookAheadTest(harness.MountTestCase):
             os.chmod(m.src("p", "secret.py"), 0o600)
         m = self.mount(tree, prepare=prepare, pythons=[py], args=["-o", "allow_other"])
         with harness.TempUser() as user:
-            settled, after, err = self.phases(m, py, "p", ["b"], user=user)
+            (settled, after), err = self.phases(m, py, "p", [["b"]], user=user)
             tag = harness.interpreter_stats(settled, py.tag)
             self.assertGreaterEqual(tag["denied"], 1, "the look-ahead looked up p.secret as root")
             probe = harness.run_python(
@@ -191,10 +210,11 @@ class LookAheadTest(harness.MountTestCase):
         """A cold store: the look-ahead leaves what the importer did not ask for uncompiled."""
         py = self.pythons[-1]
         m = self.mount({"p": package()}, args=["--compile-ahead", "off"], pythons=[py])
-        settled, after, err = self.phases(m, py, "p", [])
+        (settled, after), err = self.phases(m, py, "p", [["b"]])
         self.assertGreater(settled["look_ahead"]["lookups"], 0)
-        # p/__init__ and p.a only.
-        self.assertEqual(harness.interpreter_stats(after, py.tag)["compiles"], 2)
+        # p/__init__ and p.a only, until the importer asks for p.b.
+        self.assertEqual(harness.interpreter_stats(settled, py.tag)["compiles"], 2)
+        self.assertEqual(harness.interpreter_stats(after, py.tag)["compiles"], 3)
 
     def test_nothing_for_a_walk(self):
         """A process that lists and stats the tree, pycs included, but imports nothing gets no

@@ -102,12 +102,14 @@ TEST_F(LookAheadTest, LooksUpNamesAndNeverLeavesTheMount) {
     LookAhead ahead(root);
     ASSERT_TRUE(ahead.post(me(), "pkg",
                            {"a.py", "missing.py", "sub/__init__.py", "out/etc/passwd",
-                            "../outside.py", "../../etc/passwd", "/etc/passwd"}));
+                            "../outside.py", "../../etc/passwd", "/etc/passwd", "sub/", "out/",
+                            "a.py/"}));
     auto s = wait_idle(ahead, 1);
-    EXPECT_EQ(s["lookups"], 7);
-    // a.py, sub/__init__.py and ../outside.py (still beneath the mount point); the others are
-    // missing, or outside: through an absolute symlink, or `..` above the mount point.
-    EXPECT_EQ(s["found"], 3) << s.dump();
+    EXPECT_EQ(s["lookups"], 10);
+    // a.py, sub/__init__.py, ../outside.py (still beneath the mount point) and the directory
+    // sub/ (listed); the others are missing, not directories, or outside: through an absolute
+    // symlink, or `..` above the mount point.
+    EXPECT_EQ(s["found"], 4) << s.dump();
     EXPECT_EQ(s["dropped"], 0);
 }
 
