@@ -6,6 +6,7 @@
 #include <sys/mount.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <vector>
 
@@ -34,6 +35,12 @@ std::string run_fusermount(const std::vector<const char*>& argv, const std::stri
 } // namespace
 
 std::string unmount_path(const std::string& mountpoint, bool lazy) {
+    // A live pycachefs daemon stops looking ahead of importers for a moment: a lookup of its
+    // own in flight would make the unmount fail as busy. Anything else ignores the name.
+    if (is_fuse_mount(mountpoint)) {
+        char value[16];
+        (void)::getxattr(mountpoint.c_str(), "user.pycachefs.unmounting", value, sizeof value);
+    }
     if (::geteuid() == 0) {
         // The daemon's look-ahead holds the mount for the moment of a lookup, and stops once
         // the importer it works for has exited: a mount that stays busy for a second is busy.

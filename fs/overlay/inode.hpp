@@ -6,6 +6,7 @@
 #include "cachecore/util/unique_fd.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -38,9 +39,10 @@ struct DirState {
     bool has_py = false;
     std::vector<std::string> py_modules; // module names of `*.py` files (for the virtual listing)
     std::shared_ptr<const std::vector<DirEntry>> listing;
-    std::unique_ptr<Inode> pycache;             // the virtual __pycache__, created on first lookup
-    int watch = -1;                             // inotify watch descriptor, -1 when unwatched
-    std::set<std::pair<int, int>> looked_ahead; // (interpreter index, optimize) (look_ahead.hpp)
+    std::unique_ptr<Inode> pycache; // the virtual __pycache__, created on first lookup
+    int watch = -1;                 // inotify watch descriptor, -1 when unwatched
+    // (interpreter index, optimize) -> when last looked ahead of (look_ahead_jobs.cpp)
+    std::map<std::pair<int, int>, std::chrono::steady_clock::time_point> looked_ahead;
 };
 
 // A served pyc: the complete file and the source version it was built from.

@@ -1,6 +1,6 @@
 #include "fs/overlay/look_ahead.hpp"
 
-#include "cachecore/util/open_beneath.hpp"
+#include "fs/overlay/thread_status.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -10,9 +10,11 @@
 #include <cstring>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -29,40 +31,6 @@ constexpr std::size_t k_max_jobs = 64;
 #define PIDFD_THREAD O_EXCL
 #endif
 
-int open_pidfd(pid_t tid) {
-    // FUSE reports thread ids: a thread pidfd (Linux 6.9+) follows exactly that thread; else a
-    // process pidfd, which works when the thread leads its process (a single-threaded importer).
-    long fd = ::syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
-    if (fd < 0) fd = ::syscall(SYS_pidfd_open, tid, 0);
-    return int(fd);
-}
-
-// The supplementary groups of a thread, as the kernel checks them (libfuse reads them the same
-// way for fuse_req_getgroups).
-std::optional<std::vector<gid_t>> groups_of(pid_t tid) {
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/%d/task/%d/status", int(tid), int(tid));
-    std::FILE* f = std::fopen(path, "re");
-    if (!f) return std::nullopt;
-    std::optional<std::vector<gid_t>> groups;
-    char line[4096];
-    while (std::fgets(line, sizeof line, f)) {
-        if (std::strncmp(line, "Groups:", 7) != 0) continue;
-        groups.emplace();
-        char* p = line + 7;
-        for (;;) {
-            char* end;
-            unsigned long g = std::strtoul(p, &end, 10);
-            if (end == p) break;
-            groups->push_back(gid_t(g));
-            p = end;
-        }
-        break;
-    }
-    std::fclose(f);
-    return groups;
-}
-
 std::vector<gid_t> own_groups() {
     int n = ::getgroups(0, nullptr);
     std::vector<gid_t> groups(std::size_t(std::max(n, 0)));
@@ -70,7 +38,41 @@ std::vector<gid_t> own_groups() {
     return groups;
 }
 
+// Capabilities that bypass the kernel's permission checks on files.
+constexpr std::uint64_t k_dac_caps = (1ull << 1) | (1ull << 2); // DAC_OVERRIDE, DAC_READ_SEARCH
+
+// The calling thread's effective capabilities (low 64 bits).
+std::uint64_t effective_caps() {
+    struct {
+        std::uint32_t version;
+        int pid;
+    } header{0x20080522, 0}; // _LINUX_CAPABILITY_VERSION_3
+    struct {
+        std::uint32_t effective, permitted, inheritable;
+    } data[2]{};
+    if (::syscall(SYS_capget, &header, data) != 0) return ~0ull; // unknown: assume the worst
+    return std::uint64_t(data[1].effective) << 32 | data[0].effective;
+}
+
+// openat2 beneath `root`, on the same mount only: a mount stacked inside the tree (another
+// user's FUSE filesystem that never answers) is not entered.
+cachecore::util::UniqueFd open_here(int root, const std::string& path, int flags) {
+    open_how how{};
+    how.flags = std::uint64_t(flags | O_CLOEXEC | O_NOFOLLOW);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+    long fd = ::syscall(SYS_openat2, root, path.empty() ? "." : path.c_str(), &how, sizeof how);
+    return cachecore::util::UniqueFd{fd < 0 ? -1 : int(fd)};
+}
+
 } // namespace
+
+cachecore::util::UniqueFd LookAhead::open_requester(pid_t tid) {
+    // A thread pidfd (Linux 6.9+) follows exactly that thread; a process pidfd does when the
+    // thread leads its process (pidfd_open refuses any other thread).
+    long fd = ::syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+    if (fd < 0) fd = ::syscall(SYS_pidfd_open, tid, 0);
+    return cachecore::util::UniqueFd{fd < 0 ? -1 : int(fd)};
+}
 
 LookAhead::LookAhead(std::string mountpoint, unsigned threads)
     : m_mountpoint(std::move(mountpoint)), m_root(::geteuid() == 0) {
@@ -85,6 +87,13 @@ void LookAhead::stop() {
         m_jobs.clear();
     }
     m_cv.notify_all();
+}
+
+void LookAhead::pause(std::chrono::steady_clock::duration how_long) {
+    std::lock_guard lock(m_mutex);
+    m_paused_until = std::chrono::steady_clock::now() + how_long;
+    for (const auto& job : m_jobs) m_dropped += job->names.size() - job->next;
+    m_jobs.clear();
 }
 
 LookAhead::~LookAhead() {
@@ -103,31 +112,42 @@ bool LookAhead::is_own(pid_t tid) const {
     return false;
 }
 
-bool LookAhead::post(Requester who, std::string dir, std::vector<std::string> names) {
-    if (names.empty()) return false;
-    // Without the right to change identity only the daemon's own user is looked ahead for, and
-    // only with exactly the daemon's groups (the daemon's checks then see what the importer is).
-    if (!m_root && (who.uid != ::geteuid() || who.gid != ::getegid())) return false;
-    if (!m_root) {
-        auto mine = own_groups();
-        std::sort(mine.begin(), mine.end());
-        std::sort(who.groups.begin(), who.groups.end());
-        if (mine != who.groups) return false;
+bool LookAhead::post(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
+                     std::vector<std::string> names) {
+    if (names.empty() || !pidfd) return false;
+    {
+        std::lock_guard lock(m_mutex);
+        if (m_stopping || std::chrono::steady_clock::now() < m_paused_until) return false;
     }
     auto job = std::make_shared<Job>();
-    // The pidfd first, then the groups, then the pidfd again: the groups read are those of the
-    // thread the pidfd follows, not of a process that took its number after it exited.
-    job->pidfd = cachecore::util::UniqueFd(open_pidfd(who.pid));
-    auto groups = groups_of(who.pid);
-    if (!groups || exited(*job)) return false;
-    who.groups = std::move(*groups);
+    job->pidfd = std::move(pidfd);
+    // The status read after the pidfd was opened, and the thread still alive after the read:
+    // it is the status of the thread that asked, not of one that took its number since.
+    auto status = read_thread_status(who.pid);
+    if (!status || exited(*job)) return false;
+    // The identity the request was made with (the thread may have changed it since).
+    if (status->fsuid != who.uid || status->fsgid != who.gid) return false;
+    // A root importer that has given up the right to bypass permission checks keeps it given
+    // up: this thread would regain it with fsuid 0.
+    if (who.uid == 0 && (status->cap_effective & k_dac_caps) != k_dac_caps) return false;
+    who.groups = std::move(status->groups);
+    // Without the right to change identity only the daemon's own user is looked ahead for, and
+    // only with exactly the daemon's groups (the daemon's checks then see what the importer is).
+    if (!m_root) {
+        if (who.uid != ::geteuid() || who.gid != ::getegid()) return false;
+        auto mine = own_groups();
+        auto theirs = who.groups;
+        std::sort(mine.begin(), mine.end());
+        std::sort(theirs.begin(), theirs.end());
+        if (mine != theirs) return false;
+    }
     job->who = std::move(who);
     job->dir = dir.empty() ? std::string() : dir + "/";
     job->names = std::move(names);
     job->posted = std::chrono::steady_clock::now();
     {
         std::lock_guard lock(m_mutex);
-        if (m_stopping) return false;
+        if (m_stopping || std::chrono::steady_clock::now() < m_paused_until) return false;
         if (m_jobs.size() >= k_max_jobs) {
             m_dropped += m_jobs.front()->names.size() - m_jobs.front()->next;
             m_jobs.erase(m_jobs.begin());
@@ -139,26 +159,36 @@ bool LookAhead::post(Requester who, std::string dir, std::vector<std::string> na
     return true;
 }
 
-bool LookAhead::look_up(const std::string& path) const {
+bool LookAhead::look_up(const std::string& path, MountId& mount) const {
     // The mount is held only for the moment of a lookup (a held descriptor would make every
-    // unmount fail as busy). The walk stays beneath the mount point: a symlink in the tree
-    // that leads elsewhere (absolute, or `..` above the top) ends it, so nothing outside is
-    // touched on anybody's behalf. A pyc that is a symlink has its text read, which the kernel
-    // keeps, and is not followed (the importer's own open of the file costs no round trip).
-    // A name ending in '/' is a directory to list: the kernel keeps the listing (and the
-    // entries READDIRPLUS brings), and the importer's own listing is then served from it.
+    // unmount fail as busy). The walk stays beneath the mount point and on its mount: a symlink
+    // in the tree that leads elsewhere (absolute, or `..` above the top) ends it, and so does a
+    // mount inside the tree, so nothing else is touched on anybody's behalf. A pyc that is a
+    // symlink has its text read, which the kernel keeps, and is not followed (the importer's
+    // own open of the file costs no round trip). A name ending in '/' is a directory to list:
+    // the kernel keeps the listing (and the entries READDIRPLUS brings), and the importer's own
+    // listing is then served from it.
     cachecore::util::UniqueFd root(::open(m_mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) return false;
+    struct statx sx {};
+    // AT_STATX_DONT_SYNC: the mount id comes from the VFS, no request needed.
+    if (::statx(root.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID, &sx) != 0 ||
+        !(sx.stx_mask & STATX_MNT_ID))
+        return false;
+    if (!mount.known) {
+        mount = MountId{sx.stx_mnt_id, true};
+    } else if (mount.id != sx.stx_mnt_id) {
+        return false; // unmounted (lazily) and something else is there now
+    }
     if (!path.empty() && path.back() == '/') {
-        auto dir = cachecore::util::open_beneath(root.get(), path.substr(0, path.size() - 1),
-                                                 O_RDONLY | O_DIRECTORY);
+        auto dir = open_here(root.get(), path.substr(0, path.size() - 1), O_RDONLY | O_DIRECTORY);
         if (!dir) return false;
         alignas(8) char buf[16384];
         while (::syscall(SYS_getdents64, dir.get(), buf, sizeof buf) > 0) {
         }
         return true;
     }
-    auto fd = cachecore::util::open_beneath(root.get(), path, O_PATH);
+    auto fd = open_here(root.get(), path, O_PATH);
     if (!fd) return false;
     char text[PATH_MAX];
     (void)::readlinkat(fd.get(), "", text, sizeof text); // EINVAL when not a symlink
@@ -183,6 +213,9 @@ bool LookAhead::Identity::take(const Requester& who, bool root) {
     // setfsuid/setfsgid report the previous value, never an error: read them back.
     if (uid_t(::setfsuid(uid_t(-1))) != who.uid || gid_t(::setfsgid(gid_t(-1))) != who.gid)
         return false;
+    // A non-root fsuid must have cleared the capabilities that bypass permission checks (it
+    // does not under SECBIT_NO_SETUID_FIXUP).
+    if (who.uid != 0 && (effective_caps() & k_dac_caps)) return false;
     taken = who;
     return true;
 }
@@ -190,6 +223,7 @@ bool LookAhead::Identity::take(const Requester& who, bool root) {
 void LookAhead::run(std::size_t slot) {
     m_tids[slot] = pid_t(::syscall(SYS_gettid));
     Identity identity;
+    MountId mount;
     std::unique_lock lock(m_mutex);
     for (;;) {
         m_cv.wait(lock, [&] { return m_stopping || !m_jobs.empty(); });
@@ -208,7 +242,7 @@ void LookAhead::run(std::size_t slot) {
         bool usable = !dead && identity.take(job->who, m_root);
         if (usable) {
             ++m_lookups;
-            if (look_up(path)) ++m_found;
+            if (look_up(path, mount)) ++m_found;
         }
         lock.lock();
         --m_active;

@@ -36,7 +36,7 @@ class LookAhead {
 public:
     struct Requester {
         pid_t pid = 0; // the importer's thread (FUSE reports thread ids)
-        uid_t uid = 0;
+        uid_t uid = 0; // its file-system uid and gid, as the request carried them
         gid_t gid = 0;
         std::vector<gid_t> groups; // filled by post(), from /proc
         bool operator==(const Requester&) const = default;
@@ -47,16 +47,27 @@ public:
     LookAhead(const LookAhead&) = delete;
     LookAhead& operator=(const LookAhead&) = delete;
 
+    // A pidfd for the requester's thread, to be opened while its request is still unanswered:
+    // the thread cannot exit (and its number cannot be reused) before the reply, so the pidfd
+    // names the process that asked. Invalid when it cannot be had (a thread that does not lead
+    // its process, before Linux 6.9): such a requester gets no look-ahead.
+    static cachecore::util::UniqueFd open_requester(pid_t tid);
+
     // Looks up `names` (paths relative to `dir`, a path relative to the mount point; a name
-    // ending in '/' is a directory to list) in order.
-    // Newer jobs go first: an importer works depth first, so the directory it entered last is where
-    // it looks next. False when refused (credentials this process cannot take, an importer whose
-    // groups cannot be read, stopping).
-    bool post(Requester who, std::string dir, std::vector<std::string> names);
+    // ending in '/' is a directory to list) in order. Newer jobs go first: an importer works
+    // depth first, so the directory it entered last is where it looks next. The requester's
+    // groups are read from /proc, and must come from the thread `pidfd` names, with the same
+    // file-system uid and gid the request carried. False when refused: no pidfd, the requester
+    // has exited or changed identity, an identity this process cannot take, stopped or paused.
+    bool post(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
+              std::vector<std::string> names);
     // A request the kernel sent on behalf of one of our threads.
     bool is_own(pid_t tid) const;
     // No new lookups from now on (one in progress finishes); does not wait.
     void stop();
+    // Drops every job and refuses new ones for a while (an unmount is coming: a lookup holds
+    // the mount, and would make it fail as busy).
+    void pause(std::chrono::steady_clock::duration how_long);
     // jobs, lookups, found (the name existed), dropped (never made: the importer had exited,
     // or was superseded), waiting (not made yet, or in progress).
     nlohmann::json stats() const;
@@ -76,9 +87,15 @@ private:
         std::optional<Requester> taken;
         bool take(const Requester& who, bool root);
     };
+    // The mount this look-ahead works on, recorded at its first lookup (an importer had just
+    // used it): after a lazy unmount the mount point may lead somewhere else.
+    struct MountId {
+        std::uint64_t id = 0;
+        bool known = false;
+    };
     void run(std::size_t slot);
     static bool exited(const Job& job);
-    bool look_up(const std::string& path) const;
+    bool look_up(const std::string& path, MountId& mount) const;
 
     std::string m_mountpoint;
     bool m_root;
@@ -86,6 +103,7 @@ private:
     std::condition_variable m_cv;
     std::vector<std::shared_ptr<Job>> m_jobs; // back = newest
     bool m_stopping = false;
+    std::chrono::steady_clock::time_point m_paused_until{};
     static constexpr std::size_t k_max_threads = 16;
     std::array<std::atomic<pid_t>, k_max_threads> m_tids{};
     std::atomic<std::uint64_t> m_posted{0}, m_dropped{0}, m_lookups{0}, m_found{0};

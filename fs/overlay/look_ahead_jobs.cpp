@@ -12,9 +12,11 @@
 #include "fs/overlay/proc_path.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +26,12 @@ namespace {
 // A directory holding more is a sys.path root (site-packages, the stdlib's top level), where an
 // importer takes a few of many; its first names are still worth it.
 constexpr std::size_t k_max_names = 1024;
+// A directory is looked ahead of once per this long (again once the kernel may have dropped
+// what was looked up, or for an importer after one whose lookups failed: a cold store).
+constexpr auto k_again_after = std::chrono::seconds(30);
+// A subpackage is listed ahead only when its directory is of a usual size (st_size; a huge
+// directory is listed by the importer itself, if it ever is).
+constexpr off_t k_max_listed_size = 256 * 1024;
 
 bool ends_with(const std::string& s, std::string_view suffix) {
     return s.size() > suffix.size() &&
@@ -38,7 +46,39 @@ bool OverlayFs::is_look_ahead(fuse_req_t req) const {
 
 OverlayFs::Asker OverlayFs::asker_of(fuse_req_t req) const {
     const fuse_ctx* ctx = fuse_req_ctx(req);
-    return Asker{ctx->pid, ctx->uid, ctx->gid, is_look_ahead(req)};
+    return Asker{ctx->pid, ctx->uid, ctx->gid, is_look_ahead(req), nullptr};
+}
+
+bool OverlayFs::looked_ahead_recently(Inode& dir, int index, int optimize) {
+    if (!dir.dir) return true;
+    std::lock_guard lock(dir.dir->mutex);
+    auto it = dir.dir->looked_ahead.find({index, optimize});
+    return it != dir.dir->looked_ahead.end() &&
+           std::chrono::steady_clock::now() - it->second < k_again_after;
+}
+
+void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int optimize) {
+    // Called before the reply: the requester is still waiting for it, so its thread id still
+    // names it. Only when a job is likely (a pidfd costs a system call).
+    if (!m_look_ahead || asker.own || asker.pidfd) return;
+    {
+        std::lock_guard lock(m_importers_mutex);
+        for (const auto& importer : m_importers)
+            if (importer.pid == asker.pid && importer.used && importer.walker) return;
+    }
+    if (index < 0) {
+        std::lock_guard lock(m_importers_mutex);
+        for (const auto& importer : m_importers) {
+            if (importer.pid == asker.pid && importer.used) {
+                index = importer.index;
+                optimize = importer.optimize;
+            }
+        }
+        if (index < 0) return;
+    }
+    if (looked_ahead_recently(dir, index, optimize)) return;
+    auto fd = LookAhead::open_requester(asker.pid);
+    if (fd) asker.pidfd = std::make_shared<cachecore::util::UniqueFd>(std::move(fd));
 }
 
 void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
@@ -55,14 +95,12 @@ void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, 
         slot.optimize = optimize;
         slot.n_listed = 0;
     }
+    if (!asker.pidfd) return;
     post_look_ahead(asker, dir, index, optimize, module);
     // The process turned out to be an importer: the directories it listed before (the sys.path
     // entries it searched) are where its next top-level imports come from.
     for (const auto& [dev, ino] : listed_before) {
-        Inode& root = m_table.root();
-        if (dev == root.st_dev && ino == root.st_ino) {
-            post_look_ahead(asker, root, index, optimize, {});
-        } else if (Inode* listed = m_table.pin(dev, ino)) {
+        if (Inode* listed = m_table.pin(dev, ino)) {
             post_look_ahead(asker, *listed, index, optimize, {});
             m_table.unpin(*listed);
         }
@@ -97,11 +135,10 @@ OverlayFs::Importer& OverlayFs::importer_slot(pid_t pid) {
 
 void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
     if (!m_look_ahead || asker.own) return;
-    const pid_t pid = asker.pid;
     int index = -1, optimize = 0;
     {
         std::lock_guard lock(m_importers_mutex);
-        Importer& slot = importer_slot(pid);
+        Importer& slot = importer_slot(asker.pid);
         if (slot.walker) return;
         index = slot.index;
         optimize = slot.optimize;
@@ -114,32 +151,42 @@ void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
             slot.listed[slot.n_listed++] = {dir.st_dev, dir.st_ino};
         }
     }
-    if (index >= 0) post_look_ahead(asker, dir, index, optimize, {});
+    if (index >= 0 && asker.pidfd) post_look_ahead(asker, dir, index, optimize, {});
 }
 
 void OverlayFs::post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,
                                 const std::string& served) {
-    if (!dir.dir) return;
+    if (!dir.dir || !asker.pidfd) return;
     // Lookups go through this daemon's view of the filesystem: only for a process that shares
-    // it (a container's importer would resolve a symlink in the tree somewhere else).
+    // it (a container's importer would resolve a symlink in the tree somewhere else). The view
+    // is read from /proc after the reply; the pidfd tells whether it was still the asker's.
     if (!shares_view(asker.pid)) return;
+    const auto now = std::chrono::steady_clock::now();
     {
         std::lock_guard lock(dir.dir->mutex);
-        if (!dir.dir->looked_ahead.emplace(index, optimize).second) return;
+        auto [it, fresh] = dir.dir->looked_ahead.try_emplace({index, optimize}, now);
+        if (!fresh) {
+            if (now - it->second < k_again_after) return;
+            it->second = now;
+        }
     }
+    auto unmark = [&] {
+        std::lock_guard lock(dir.dir->mutex);
+        dir.dir->looked_ahead.erase({index, optimize});
+    };
     auto listing = dir_listing(dir);
-    if (!listing) return;
+    if (!listing) return unmark();
     // The directory's path under the mount point.
     std::string rel;
     if (&dir != &m_table.root()) {
         char real[PATH_MAX];
         ssize_t n = ::readlink(ProcPath(dir.fd.get()).c_str(), real, sizeof real - 1);
-        if (n <= 0) return;
+        if (n <= 0) return unmark();
         std::string path(real, std::size_t(n));
         if (path.size() <= m_source_real.size() + 1 ||
             path.compare(0, m_source_real.size(), m_source_real) != 0 ||
             path[m_source_real.size()] != '/')
-            return; // moved out of the tree, or deleted meanwhile
+            return unmark(); // moved out of the tree, or deleted meanwhile
         rel = path.substr(m_source_real.size() + 1);
     }
     const auto& interpreter = m_config.interpreters[std::size_t(index)];
@@ -162,17 +209,21 @@ void OverlayFs::post_look_ahead(const Asker& asker, Inode& dir, int index, int o
             names.push_back(name + "/__pycache__/" + pyc_name("__init__"));
             // A package's directory is listed by CPython when it imports the first submodule:
             // two round trips (READDIRPLUS, then READDIR for the end), made here instead.
-            struct stat init;
+            struct stat init, sub;
             if (::fstatat(dir.fd.get(), (name + "/__init__.py").c_str(), &init, 0) == 0 &&
-                S_ISREG(init.st_mode))
+                S_ISREG(init.st_mode) &&
+                ::fstatat(dir.fd.get(), name.c_str(), &sub, AT_SYMLINK_NOFOLLOW) == 0 &&
+                S_ISDIR(sub.st_mode) && sub.st_size <= k_max_listed_size)
                 names.push_back(name + "/");
         } else if (ends_with(name, ".py")) {
             std::string module = name.substr(0, name.size() - 3);
             if (module != served) names.push_back("__pycache__/" + pyc_name(module));
         }
     }
+    cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
     LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
-    m_look_ahead->post(std::move(who), std::move(rel), std::move(names));
+    if (!m_look_ahead->post(std::move(who), std::move(pidfd), std::move(rel), std::move(names)))
+        unmark();
 }
 
 } // namespace fs::overlay

@@ -143,9 +143,14 @@ private:
         uid_t uid = 0;
         gid_t gid = 0;
         bool own = false; // our own look-ahead
+        // Opened before the reply by prepare_look_ahead when a job is likely: names the asker.
+        std::shared_ptr<cachecore::util::UniqueFd> pidfd;
     };
     bool is_look_ahead(fuse_req_t req) const;
     Asker asker_of(fuse_req_t req) const;
+    // index < 0: the asker's known interpreter (a listing).
+    void prepare_look_ahead(Asker& asker, Inode& dir, int index, int optimize);
+    bool looked_ahead_recently(Inode& dir, int index, int optimize);
     void look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
                               const std::string& module);
     void look_ahead_after_listing(const Asker& asker, Inode& dir);

@@ -296,7 +296,8 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     std::shared_ptr<const PycBlob> blob;
     if (int err = pyc_blob(req, *pyc, blob)) return fuse_reply_err(req, err), 0;
     if (pyc->pyc->as_link) {
-        const Asker asker = asker_of(req);
+        Asker asker = asker_of(req);
+        prepare_look_ahead(asker, dir, index, parsed->optimize);
         fuse_ino_t ino = reply_link_entry(req, pycache, name, *pyc, *blob);
         look_ahead_after_pyc(asker, dir, index, parsed->optimize, parsed->module);
         return ino;
@@ -314,7 +315,8 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
         pyc->pyc->served = blob;
         pyc->pyc->served_generation = generation;
     }
-    const Asker asker = asker_of(req);
+    Asker asker = asker_of(req);
+    prepare_look_ahead(asker, dir, index, parsed->optimize);
     fuse_reply_entry(req, &e);
     // Served: the kernel now has the exact size and gets the bytes by READ or by the push.
     count_delivery(*pyc, *blob);

@@ -84,13 +84,15 @@ class LookAheadTest(harness.MountTestCase):
             time.sleep(0.05)
         self.fail("look-ahead never went idle: %r" % m.stats()["look_ahead"])
 
-    def phases(self, m, py, pkg, later, user=None):
+    def phases(self, m, py, pkg, later, user=None, groups=()):
         """Runs PHASES: phase 1, then each group of `later` (a list of module lists) once the
         look-ahead is idle. Returns ([stats when each group starts, stats at the end], stderr)."""
         cmd = [py.path, "-v", "-c", PHASES, pkg] + [",".join(g) for g in later]
         if user is not None:
-            cmd = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid),
-                   "--clear-groups", "--"] + cmd
+            group_args = (["--groups", ",".join(str(g) for g in groups)] if groups
+                          else ["--clear-groups"])
+            cmd = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid)] + \
+                group_args + ["--"] + cmd
         proc = subprocess.Popen(cmd, env=harness.clean_env({"PYTHONPATH": m.mountpoint}),
                                 cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, universal_newlines=True)
@@ -205,6 +207,30 @@ class LookAheadTest(harness.MountTestCase):
         if settled["pyc_files"]["links"]:
             # a, b, c, sub/__init__, __init__: never secret.
             self.assertLessEqual(settled["pyc_files"]["written"], 5)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (useradd)")
+    def test_takes_the_importers_groups(self):
+        """A module only a group may read (root:group 0640), imported by a member of that group
+        (a supplementary group): the look-ahead made its lookups with the member's groups, so
+        the member's import of it finds everything cached."""
+        py = harness.python_for_other_users()
+        if py is None:
+            self.skipTest("no /usr/bin CPython for another user")
+        tree = {"p": dict(package(), **{"grp.py": "G = 1\n"})}
+        with harness.TempUser() as member, harness.TempUser() as group_owner:
+            def prepare(m):
+                os.chown(m.src("p", "grp.py"), 0, group_owner.gid)
+                os.chmod(m.src("p", "grp.py"), 0o640)
+            m = self.mount(tree, prepare=prepare, pythons=[py], args=["-o", "allow_other"])
+            links = m.stats()["pyc_files"]["links"]
+            (settled, after), err = self.phases(m, py, "p", [["grp"]], user=member,
+                                                groups=[group_owner.gid])
+            self.assertEqual(harness.interpreter_stats(settled, py.tag)["denied"], 0)
+            self.assertEqual(lookups_and_links(after), lookups_and_links(settled),
+                             "the member's import of p.grp sent LOOKUP/READLINK requests")
+            if links:
+                self.assertEqual(total_requests(after), total_requests(settled))
+            self.assertFromPycs(err, m, "p", ["grp"], py)
 
     def test_never_compiles(self):
         """A cold store: the look-ahead leaves what the importer did not ask for uncompiled."""

@@ -2,7 +2,9 @@
 // A plain directory stands in for the mount here (the lookups are ordinary system calls); the
 // integration tests (test_look_ahead.py) run it against the real daemon.
 #include "fs/overlay/look_ahead.hpp"
+#include "fs/overlay/thread_status.hpp"
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -12,6 +14,7 @@
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <string>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -100,10 +103,10 @@ protected:
 
 TEST_F(LookAheadTest, LooksUpNamesAndNeverLeavesTheMount) {
     LookAhead ahead(root);
-    ASSERT_TRUE(ahead.post(me(), "pkg",
-                           {"a.py", "missing.py", "sub/__init__.py", "out/etc/passwd",
-                            "../outside.py", "../../etc/passwd", "/etc/passwd", "sub/", "out/",
-                            "a.py/"}));
+    ASSERT_TRUE(
+        ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg",
+                   {"a.py", "missing.py", "sub/__init__.py", "out/etc/passwd", "../outside.py",
+                    "../../etc/passwd", "/etc/passwd", "sub/", "out/", "a.py/"}));
     auto s = wait_idle(ahead, 1);
     EXPECT_EQ(s["lookups"], 10);
     // a.py, sub/__init__.py, ../outside.py (still beneath the mount point) and the directory
@@ -119,12 +122,13 @@ TEST_F(LookAheadTest, LooksUpWithTheImportersIdentityOnly) {
     const std::string main_identity = identity_of(main_tid);
     LookAhead ahead(root);
     pid_t nobody = spawn_nobody();
-    ASSERT_TRUE(ahead.post({nobody, 65534, 65534, {}}, "pkg", {"secret/f.py", "a.py"}));
+    ASSERT_TRUE(ahead.post({nobody, 65534, 65534, {}}, LookAhead::open_requester(nobody), "pkg",
+                           {"secret/f.py", "a.py"}));
     auto s = wait_idle(ahead, 1);
     EXPECT_EQ(s["lookups"], 2);
     EXPECT_EQ(s["found"], 1) << "65534 may not search pkg/secret (0700, root's)";
     // Root again afterwards: the thread takes each importer's identity in turn.
-    ASSERT_TRUE(ahead.post(me(), "pkg", {"secret/f.py"}));
+    ASSERT_TRUE(ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg", {"secret/f.py"}));
     s = wait_idle(ahead, 2);
     EXPECT_EQ(s["found"], 2);
     reap(nobody);
@@ -141,29 +145,41 @@ TEST_F(LookAheadTest, WorkForAnExitedImporterIsDropped) {
     }
     // Enough lookups that they cannot all be made before the importer is gone.
     std::vector<std::string> names(200000, "a.py");
-    ASSERT_TRUE(ahead.post({child, ::geteuid(), ::getegid(), {}}, "pkg", std::move(names)));
+    ASSERT_TRUE(ahead.post({child, ::geteuid(), ::getegid(), {}}, LookAhead::open_requester(child),
+                           "pkg", std::move(names)));
     reap(child);
     auto s = wait_idle(ahead, 1);
     EXPECT_GT(s["dropped"].get<std::uint64_t>(), 0u);
     EXPECT_LT(s["lookups"].get<std::uint64_t>(), 200000u);
     EXPECT_EQ(s["lookups"].get<std::uint64_t>() + s["dropped"].get<std::uint64_t>(), 200000u);
     // An importer that is already gone gets nothing.
-    EXPECT_FALSE(ahead.post({child, ::geteuid(), ::getegid(), {}}, "pkg", {"a.py"}));
+    EXPECT_FALSE(ahead.post({child, ::geteuid(), ::getegid(), {}}, LookAhead::open_requester(child),
+                            "pkg", {"a.py"}));
 }
 
-TEST_F(LookAheadTest, WithoutPrivilegesOnlyForItsOwnUser) {
+TEST_F(LookAheadTest, WithoutPrivilegesOnlyForItsOwnUserAndGroups) {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (to become another user)";
     pid_t pid = ::fork();
     if (pid == 0) {
-        if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        // An unprivileged daemon with a supplementary group, as any login user has.
+        const gid_t group = 4242;
+        if (::setgroups(1, &group) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
             ::setresuid(65534, 65534, 65534) != 0)
             ::_exit(3);
         LookAhead ahead(root);
+        auto self = [] { return LookAhead::open_requester(::getpid()); };
         // Root's lookups cannot be made by an unprivileged daemon; its own user's can.
-        if (ahead.post({::getpid(), 0, 0, {}}, "pkg", {"a.py"})) ::_exit(4);
-        if (!ahead.post({::getpid(), 65534, 65534, {}}, "pkg", {"a.py"})) ::_exit(5);
+        if (ahead.post({::getpid(), 0, 0, {}}, self(), "pkg", {"a.py"})) ::_exit(4);
+        if (!ahead.post({::getpid(), 65534, 65534, {}}, self(), "pkg", {"a.py"})) ::_exit(5);
         auto s = wait_idle(ahead, 1);
-        ::_exit(s["found"] == 1 ? 0 : 6);
+        if (s["found"] != 1) ::_exit(6);
+        // A request whose uid is not the thread's (it changed identity since) is refused.
+        if (ahead.post({::getpid(), 65534, 4242, {}}, self(), "pkg", {"a.py"})) ::_exit(7);
+        // No pidfd, no look-ahead.
+        if (ahead.post({::getpid(), 65534, 65534, {}}, cachecore::util::UniqueFd(), "pkg",
+                       {"a.py"}))
+            ::_exit(8);
+        ::_exit(0);
     }
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -171,12 +187,64 @@ TEST_F(LookAheadTest, WithoutPrivilegesOnlyForItsOwnUser) {
     EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
-TEST_F(LookAheadTest, OwnThreadsAreRecognised) {
+TEST_F(LookAheadTest, NeverEntersAMountInsideTheTree) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+    const std::string inner = root + "/pkg/inner";
+    stdfs::create_directory(inner);
+    if (::mount("pcfs-test", inner.c_str(), "tmpfs", 0, "size=64k") != 0)
+        GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+    std::ofstream(inner + "/x.py") << "";
+    LookAhead ahead(root);
+    ASSERT_TRUE(ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg",
+                           {"inner/x.py", "inner/", "a.py"}));
+    auto s = wait_idle(ahead, 1);
+    ::umount2(inner.c_str(), MNT_DETACH);
+    EXPECT_EQ(s["lookups"], 3);
+    EXPECT_EQ(s["found"], 1) << "only a.py: the tmpfs is another mount";
+}
+
+TEST_F(LookAheadTest, PausedDropsAndRefusesWork) {
+    LookAhead ahead(root);
+    ahead.pause(std::chrono::seconds(30));
+    EXPECT_FALSE(ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg", {"a.py"}));
+}
+
+TEST(ThreadStatus, ParsesWhatTheKernelWritesAndNothingElse) {
+    using fs::overlay::parse_thread_status;
+    std::string groups;
+    for (int i = 0; i < 600; ++i) groups += std::to_string(12345678 + 7 * i) + " ";
+    const std::string text = "Name:\tpython3\nUid:\t1000\t1000\t1000\t1001\n"
+                             "Gid:\t100\t100\t100\t101\nGroups:\t" +
+                             groups + "\nCapEff:\t0000000000000006\n";
+    auto st = parse_thread_status(text);
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->fsuid, 1001u);
+    EXPECT_EQ(st->fsgid, 101u);
+    ASSERT_EQ(st->groups.size(), 600u);
+    EXPECT_EQ(st->groups.back(), gid_t(12345678 + 7 * 599));
+    EXPECT_EQ(st->cap_effective, 6u);
+    // Cut anywhere, or with a token that is not a number: nothing, never a guessed group.
+    for (std::size_t cut : {text.size() - 1, text.find("Groups") + 200, text.find("CapEff")})
+        EXPECT_FALSE(parse_thread_status(text.substr(0, cut))) << cut;
+    std::string bad = text;
+    bad.replace(bad.find("12345678"), 8, "1234x678");
+    EXPECT_FALSE(parse_thread_status(bad));
+    EXPECT_FALSE(parse_thread_status("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nCapEff:\t0\n"))
+        << "no Groups line";
+    // This very thread, read from /proc.
+    auto self = fs::overlay::read_thread_status(pid_t(::syscall(SYS_gettid)));
+    ASSERT_TRUE(self);
+    EXPECT_EQ(self->fsuid, ::geteuid());
+    EXPECT_EQ(self->groups.size(), std::size_t(::getgroups(0, nullptr)));
+}
+
+TEST_F(LookAheadTest, StoppedRefusesWork) {
     LookAhead ahead(root);
     EXPECT_FALSE(ahead.is_own(0));
     EXPECT_FALSE(ahead.is_own(pid_t(::syscall(SYS_gettid))));
     ahead.stop();
-    EXPECT_FALSE(ahead.post(me(), "pkg", {"a.py"})) << "stopped";
+    EXPECT_FALSE(ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg", {"a.py"}))
+        << "stopped";
 }
 
 } // namespace
