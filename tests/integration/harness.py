@@ -442,6 +442,25 @@ def stats(mountpoint, binary=None):
         raise AssertionError("pycachefs stats printed no JSON: %r" % proc.stdout[:500])
 
 
+def wait_look_ahead_idle(mountpoint, timeout=30, binary=None):
+    """Until the mount's look-ahead has made every lookup it was given (its requests would count
+    among the next measurement's); returns the last stats()."""
+    last = None
+    deadline = time.time() + timeout
+    st = stats(mountpoint, binary)
+    while time.time() < deadline:
+        la = st.get("look_ahead")
+        if not la:
+            return st
+        if la["waiting"] == 0:
+            if la["lookups"] == last:
+                return st
+            last = la["lookups"]
+        time.sleep(0.05)
+        st = stats(mountpoint, binary)
+    raise AssertionError("look-ahead never went idle: %r" % st.get("look_ahead"))
+
+
 STAT_KEYS = ("lookups", "pycs_served", "store_hits", "compiles", "compile_errors",
              "bytes_served", "compile_seconds")
 

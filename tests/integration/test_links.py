@@ -127,7 +127,7 @@ class LinksTest(harness.MountTestCase):
                     with open(path, "rb") as f:
                         self.assertEqual(len(f.read()), real.st_size)
                 # A second process: the kernel answers everything, the daemon hears nothing.
-                before = m.stats()
+                before = harness.wait_look_ahead_idle(m.mountpoint)
                 self.import_checked(m, py)
                 after = m.stats()
                 self.assertEqual(total_requests(after), total_requests(before),

@@ -71,18 +71,11 @@ def total_requests(st):
 class LookAheadTest(harness.MountTestCase):
 
     def wait_idle(self, m, jobs=1):
-        """Until the look-ahead has made every lookup it was given; returns the stats."""
-        last = None
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            st = m.stats()
-            la = st["look_ahead"]
-            if la and la["jobs"] >= jobs and la["waiting"] == 0:
-                if last is not None and la["lookups"] == last:
-                    return st
-                last = la["lookups"]
-            time.sleep(0.05)
-        self.fail("look-ahead never went idle: %r" % m.stats()["look_ahead"])
+        """Until the look-ahead has been given a job and has made every lookup of it."""
+        ok = harness.wait_until(lambda: (m.stats()["look_ahead"] or {}).get("jobs", 0) >= jobs,
+                                30, 0.05)
+        self.assertTrue(ok, "no look-ahead job: %r" % m.stats()["look_ahead"])
+        return harness.wait_look_ahead_idle(m.mountpoint)
 
     def phases(self, m, py, pkg, later, user=None, groups=()):
         """Runs PHASES: phase 1, then each group of `later` (a list of module lists) once the
