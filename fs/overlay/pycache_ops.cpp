@@ -5,6 +5,7 @@
 #include "fs/overlay/change_watcher.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
+#include "fs/overlay/thread_status.hpp"
 
 #include <algorithm>
 #include <climits>
@@ -19,19 +20,15 @@ namespace {
 // Synthetic inode numbers live in the top half so they never collide with a source's.
 constexpr ino_t k_virtual_ino_base = ino_t(1) << 62;
 
+// The requester's supplementary groups, read from /proc by our own strict parser: libfuse
+// 3.14's fuse_req_getgroups runs strstr over a buffer it never terminates (AddressSanitizer
+// reports it). Unreadable (a pid this daemon cannot see): in no group.
 bool in_groups(fuse_req_t req, gid_t gid) {
-    gid_t groups[64];
-    int n = fuse_req_getgroups(req, 64, groups);
-    if (n > 64) {
-        std::vector<gid_t> many(static_cast<std::size_t>(n));
-        n = fuse_req_getgroups(req, n, many.data());
-        for (int i = 0; i < n && i < int(many.size()); ++i)
-            if (many[std::size_t(i)] == gid) return true;
-        return false;
-    }
-    for (int i = 0; i < n; ++i)
-        if (groups[i] == gid) return true;
-    return false;
+    const pid_t pid = fuse_req_ctx(req)->pid;
+    if (pid <= 0) return false;
+    auto status = read_thread_status(pid);
+    return status &&
+           std::find(status->groups.begin(), status->groups.end(), gid) != status->groups.end();
 }
 
 // The requester must be able to read the source: a pyc reveals its source, and compiling on
