@@ -2,11 +2,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <spawn.h>
+#include <sstream>
 #include <sys/mount.h>
-#include <sys/statfs.h>
 #include <sys/wait.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 #include <vector>
 
@@ -15,9 +15,35 @@ extern char** environ;
 namespace fs::cli {
 namespace {
 
+// From /proc/self/mountinfo, never from the mount itself: a hung daemon would hang any access
+// (statfs included), and unmounting must work then above all.
 bool is_fuse_mount(const std::string& path) {
-    struct statfs sf;
-    return ::statfs(path.c_str(), &sf) == 0 && sf.f_type == 0x65735546; // FUSE_SUPER_MAGIC
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    bool fuse = false;
+    while (std::getline(in, line)) {
+        // id parent major:minor root MOUNTPOINT options... - FSTYPE source super-options
+        std::istringstream fields(line);
+        std::string id, parent, dev, root, point;
+        if (!(fields >> id >> parent >> dev >> root >> point)) continue;
+        std::string unescaped;
+        for (std::size_t i = 0; i < point.size(); ++i) {
+            if (point[i] == '\\' && i + 3 < point.size()) {
+                unescaped += char(std::stoi(point.substr(i + 1, 3), nullptr, 8));
+                i += 3;
+            } else {
+                unescaped += point[i];
+            }
+        }
+        if (unescaped != path) continue;
+        std::size_t dash = line.find(" - ");
+        if (dash == std::string::npos) continue;
+        std::istringstream rest(line.substr(dash + 3));
+        std::string type;
+        rest >> type;
+        fuse = type == "fuse" || type.rfind("fuse.", 0) == 0; // the last mount there wins
+    }
+    return fuse;
 }
 
 std::string run_fusermount(const std::vector<const char*>& argv, const std::string& mountpoint) {
@@ -35,12 +61,6 @@ std::string run_fusermount(const std::vector<const char*>& argv, const std::stri
 } // namespace
 
 std::string unmount_path(const std::string& mountpoint, bool lazy) {
-    // A live pycachefs daemon stops looking ahead of importers for a moment: a lookup of its
-    // own in flight would make the unmount fail as busy. Anything else ignores the name.
-    if (is_fuse_mount(mountpoint)) {
-        char value[16];
-        (void)::getxattr(mountpoint.c_str(), "user.pycachefs.unmounting", value, sizeof value);
-    }
     if (::geteuid() == 0) {
         // The daemon's look-ahead holds the mount for the moment of a lookup, and stops once
         // the importer it works for has exited: a mount that stays busy for a second is busy.

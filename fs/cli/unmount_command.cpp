@@ -2,22 +2,35 @@
 #include "fs/cli/mount_stats.hpp"
 #include "fs/cli/unmount.hpp"
 
+#include <chrono>
 #include <cstdio>
+#include <future>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <signal.h>
+#include <thread>
 #include <time.h>
 
 namespace fs::cli {
 
 int run_unmount(const std::string& mountpoint, bool lazy, double wait_seconds) {
-    // Learn the daemon's pid first so that we can wait for it to finish its store writes.
+    // Learn the daemon's pid first so that we can wait for it to finish its store writes. Asked
+    // through the mount, so it is asked aside: a hung daemon would hang the question, and the
+    // unmount must go ahead then (without waiting for that daemon).
     pid_t pid = 0;
-    if (auto stats = read_mount_stats(mountpoint, nullptr)) {
-        try {
-            pid = nlohmann::json::parse(*stats).value("pid", 0);
-        } catch (const std::exception&) {
+    auto answer = std::make_shared<std::promise<pid_t>>();
+    auto future = answer->get_future();
+    std::thread([answer, mountpoint] {
+        pid_t found = 0;
+        if (auto stats = read_mount_stats(mountpoint, nullptr)) {
+            try {
+                found = nlohmann::json::parse(*stats).value("pid", 0);
+            } catch (const std::exception&) {
+            }
         }
-    }
+        answer->set_value(found);
+    }).detach();
+    if (future.wait_for(std::chrono::seconds(2)) == std::future_status::ready) pid = future.get();
     if (auto err = unmount_path(mountpoint, lazy); !err.empty()) {
         std::fprintf(stderr, "pycachefs: %s\n", err.c_str());
         return 1;

@@ -11,8 +11,11 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/openat2.h>
+#include <map>
 #include <poll.h>
+#include <sched.h>
 #include <sys/fsuid.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -74,10 +77,18 @@ cachecore::util::UniqueFd LookAhead::open_requester(pid_t tid) {
     return cachecore::util::UniqueFd{fd < 0 ? -1 : int(fd)};
 }
 
-LookAhead::LookAhead(std::string mountpoint, unsigned threads)
+LookAhead::LookAhead(std::string mountpoint, unsigned /*threads*/)
     : m_mountpoint(std::move(mountpoint)), m_root(::geteuid() == 0) {
-    threads = std::clamp(threads, 1u, unsigned(k_max_threads));
-    for (std::size_t i = 0; i < threads; ++i) m_threads.emplace_back([this, i] { run(i); });
+    // One thread: each would need its own table, and more made imports no faster (measured).
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
+    m_send = cachecore::util::UniqueFd(sv[0]);
+    m_receive = sv[1];
+    m_threads.emplace_back([this] { run(0); });
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_started; });
+    // The thread has its copy; this table's is not needed.
+    ::close(m_receive);
 }
 
 void LookAhead::stop() {
@@ -87,13 +98,6 @@ void LookAhead::stop() {
         m_jobs.clear();
     }
     m_cv.notify_all();
-}
-
-void LookAhead::pause(std::chrono::steady_clock::duration how_long) {
-    std::lock_guard lock(m_mutex);
-    m_paused_until = std::chrono::steady_clock::now() + how_long;
-    for (const auto& job : m_jobs) m_dropped += job->names.size() - job->next;
-    m_jobs.clear();
 }
 
 LookAhead::~LookAhead() {
@@ -117,14 +121,12 @@ bool LookAhead::post(Requester who, cachecore::util::UniqueFd pidfd, std::string
     if (names.empty() || !pidfd) return false;
     {
         std::lock_guard lock(m_mutex);
-        if (m_stopping || std::chrono::steady_clock::now() < m_paused_until) return false;
+        if (m_stopping) return false;
     }
-    auto job = std::make_shared<Job>();
-    job->pidfd = std::move(pidfd);
     // The status read after the pidfd was opened, and the thread still alive after the read:
     // it is the status of the thread that asked, not of one that took its number since.
     auto status = read_thread_status(who.pid);
-    if (!status || exited(*job)) return false;
+    if (!status || exited(pidfd.get())) return false;
     // The identity the request was made with (the thread may have changed it since).
     if (status->fsuid != who.uid || status->fsgid != who.gid) return false;
     // A root importer that has given up the right to bypass permission checks keeps it given
@@ -141,13 +143,32 @@ bool LookAhead::post(Requester who, cachecore::util::UniqueFd pidfd, std::string
         std::sort(theirs.begin(), theirs.end());
         if (mine != theirs) return false;
     }
+    auto job = std::make_shared<Job>();
     job->who = std::move(who);
     job->dir = dir.empty() ? std::string() : dir + "/";
     job->names = std::move(names);
     job->posted = std::chrono::steady_clock::now();
     {
         std::lock_guard lock(m_mutex);
-        if (m_stopping || std::chrono::steady_clock::now() < m_paused_until) return false;
+        if (!m_usable || m_stopping) return false;
+        job->id = m_next_id++;
+        // The pidfd goes to the thread's own table; the message is queued before the job is
+        // visible, so the thread finds it when it takes the job.
+        char control[CMSG_SPACE(sizeof(int))] = {};
+        iovec iov{&job->id, sizeof job->id};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        const int fd = pidfd.get();
+        std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+        if (::sendmsg(m_send.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) != ssize_t(sizeof job->id))
+            return false;
         if (m_jobs.size() >= k_max_jobs) {
             m_dropped += m_jobs.front()->names.size() - m_jobs.front()->next;
             m_jobs.erase(m_jobs.begin());
@@ -155,7 +176,7 @@ bool LookAhead::post(Requester who, cachecore::util::UniqueFd pidfd, std::string
         m_jobs.push_back(std::move(job));
     }
     ++m_posted;
-    m_cv.notify_one();
+    m_cv.notify_all();
     return true;
 }
 
@@ -195,10 +216,10 @@ bool LookAhead::look_up(const std::string& path, MountId& mount) const {
     return true;
 }
 
-bool LookAhead::exited(const Job& job) {
-    if (!job.pidfd) return false;
-    pollfd p{job.pidfd.get(), POLLIN, 0};
-    return ::poll(&p, 1, 0) > 0;
+bool LookAhead::exited(int pidfd) {
+    if (pidfd < 0) return true;
+    pollfd p{pidfd, POLLIN, 0};
+    return ::poll(&p, 1, 0) != 0; // readable, or an error: gone
 }
 
 bool LookAhead::Identity::take(const Requester& who, bool root) {
@@ -222,12 +243,62 @@ bool LookAhead::Identity::take(const Requester& who, bool root) {
 
 void LookAhead::run(std::size_t slot) {
     m_tids[slot] = pid_t(::syscall(SYS_gettid));
+    // A file table of its own with nothing in it but its end of the socket pair.
+    const int receive = m_receive;
+    bool usable = ::unshare(CLONE_FILES) == 0;
+    if (usable) {
+        if (receive > 3) ::close_range(3, unsigned(receive - 1), 0);
+        ::close_range(unsigned(receive + 1), ~0u, 0);
+    }
+    {
+        std::lock_guard lock(m_mutex);
+        m_started = true;
+        m_usable = usable;
+    }
+    m_cv.notify_all();
+    if (!usable) return;
+
+    std::map<std::uint64_t, int> pidfds; // job id -> pidfd, in this thread's table
+    auto receive_pidfds = [&] {
+        for (;;) {
+            std::uint64_t id = 0;
+            char control[CMSG_SPACE(sizeof(int))] = {};
+            iovec iov{&id, sizeof id};
+            msghdr msg{};
+            msg.msg_iov = &iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control;
+            msg.msg_controllen = sizeof control;
+            if (::recvmsg(receive, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0) return;
+            cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+            if (cmsg && cmsg->cmsg_type == SCM_RIGHTS) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
+                pidfds[id] = fd;
+            }
+        }
+    };
+    // Closes the pidfds of jobs that are gone (finished, dropped, superseded).
+    auto forget_gone = [&] {
+        for (auto it = pidfds.begin(); it != pidfds.end();) {
+            bool live = std::any_of(m_jobs.begin(), m_jobs.end(),
+                                    [&](const auto& job) { return job->id == it->first; });
+            if (live) {
+                ++it;
+            } else {
+                ::close(it->second);
+                it = pidfds.erase(it);
+            }
+        }
+    };
+
     Identity identity;
     MountId mount;
     std::unique_lock lock(m_mutex);
     for (;;) {
+        forget_gone();
         m_cv.wait(lock, [&] { return m_stopping || !m_jobs.empty(); });
-        if (m_stopping) return;
+        if (m_stopping) break;
         std::shared_ptr<Job> job = m_jobs.back();
         const bool stale = std::chrono::steady_clock::now() - job->posted > k_max_job_age;
         if (stale || job->next >= job->names.size()) {
@@ -238,15 +309,17 @@ void LookAhead::run(std::size_t slot) {
         const std::string path = job->dir + job->names[job->next++];
         ++m_active;
         lock.unlock();
-        bool dead = exited(*job);
-        bool usable = !dead && identity.take(job->who, m_root);
-        if (usable) {
+        receive_pidfds();
+        auto fd = pidfds.find(job->id);
+        bool dead = fd == pidfds.end() || exited(fd->second);
+        bool usable_now = !dead && identity.take(job->who, m_root);
+        if (usable_now) {
             ++m_lookups;
             if (look_up(path, mount)) ++m_found;
         }
         lock.lock();
         --m_active;
-        if (!usable) {
+        if (!usable_now) {
             // The importer is gone (or its identity cannot be taken): all its jobs go.
             ++m_dropped; // this lookup
             const pid_t pid = job->who.pid;
@@ -260,6 +333,7 @@ void LookAhead::run(std::size_t slot) {
             }
         }
     }
+    // This thread's table (the socket end and the pidfds) goes with the thread.
 }
 
 nlohmann::json LookAhead::stats() const {

@@ -58,16 +58,14 @@ public:
     // depth first, so the directory it entered last is where it looks next. The requester's
     // groups are read from /proc, and must come from the thread `pidfd` names, with the same
     // file-system uid and gid the request carried. False when refused: no pidfd, the requester
-    // has exited or changed identity, an identity this process cannot take, stopped or paused.
+    // has exited or changed identity, an identity this process cannot take, stopped.
     bool post(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
               std::vector<std::string> names);
     // A request the kernel sent on behalf of one of our threads.
     bool is_own(pid_t tid) const;
     // No new lookups from now on (one in progress finishes); does not wait.
     void stop();
-    // Drops every job and refuses new ones for a while (an unmount is coming: a lookup holds
-    // the mount, and would make it fail as busy).
-    void pause(std::chrono::steady_clock::duration how_long);
+
     // jobs, lookups, found (the name existed), dropped (never made: the importer had exited,
     // or was superseded), waiting (not made yet, or in progress).
     nlohmann::json stats() const;
@@ -75,8 +73,8 @@ public:
 private:
     struct Job {
         Requester who;
-        cachecore::util::UniqueFd pidfd; // readable once the importer's thread has exited
-        std::string dir;                 // under the mount point: "" or ending in '/'
+        std::uint64_t id = 0; // its pidfd travels to the thread under this id (see run())
+        std::string dir;      // under the mount point: "" or ending in '/'
 
         std::vector<std::string> names;
         std::size_t next = 0;
@@ -94,7 +92,7 @@ private:
         bool known = false;
     };
     void run(std::size_t slot);
-    static bool exited(const Job& job);
+    static bool exited(int pidfd);
     bool look_up(const std::string& path, MountId& mount) const;
 
     std::string m_mountpoint;
@@ -103,11 +101,21 @@ private:
     std::condition_variable m_cv;
     std::vector<std::shared_ptr<Job>> m_jobs; // back = newest
     bool m_stopping = false;
-    std::chrono::steady_clock::time_point m_paused_until{};
     static constexpr std::size_t k_max_threads = 16;
     std::array<std::atomic<pid_t>, k_max_threads> m_tids{};
     std::atomic<std::uint64_t> m_posted{0}, m_dropped{0}, m_lookups{0}, m_found{0};
     std::size_t m_active = 0; // lookups in progress (guarded by m_mutex)
+    // The thread works with a file table of its own, holding none of the daemon's descriptors
+    // (above all not /dev/fuse): if the daemon dies (SIGKILL, a crash) while the thread waits for
+    // an answer to its own lookup, the daemon's table still goes, /dev/fuse closes, the kernel
+    // aborts the connection and the wait ends. Sharing the table, the thread would hold
+    // /dev/fuse open while waiting for itself: an unkillable process and a hung mount. The
+    // pidfds of jobs reach it over this socket pair (SCM_RIGHTS).
+    cachecore::util::UniqueFd m_send;
+    int m_receive = -1;          // the thread's end (its number in the thread's own table)
+    std::uint64_t m_next_id = 1; // guarded by m_mutex
+    bool m_started = false;      // the thread has its own table (guarded by m_mutex)
+    bool m_usable = false;
     std::vector<std::thread> m_threads;
 };
 

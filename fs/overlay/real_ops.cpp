@@ -1,6 +1,5 @@
 // Lookups, attributes, reads and listings of the real (passed-through) tree.
 #include "fs/overlay/change_watcher.hpp"
-#include "fs/overlay/look_ahead.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
@@ -15,8 +14,6 @@ namespace fs::overlay {
 namespace {
 
 constexpr const char* k_stats_xattr = "user.pycachefs.stats";
-// Read by `pycachefs unmount` just before it unmounts (a read: it works on a read-only mount).
-constexpr const char* k_unmounting_xattr = "user.pycachefs.unmounting";
 
 std::int64_t ns(const timespec& t) {
     return std::int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
@@ -364,13 +361,6 @@ void OverlayFs::op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, si
     std::string value;
     if (ino == FUSE_ROOT_ID && std::strcmp(name, k_stats_xattr) == 0) {
         value = stats_json();
-    } else if (ino == FUSE_ROOT_ID && std::strcmp(name, k_unmounting_xattr) == 0) {
-        // Whoever may unmount (root, the daemon's user): the look-ahead drops its work and
-        // pauses, so that no lookup of its own holds the mount and makes the unmount fail.
-        const uid_t uid = fuse_req_ctx(req)->uid;
-        if (uid != 0 && uid != ::geteuid()) return (void)fuse_reply_err(req, EPERM);
-        if (size != 0 && m_look_ahead) m_look_ahead->pause(std::chrono::seconds(2));
-        value = "paused";
     } else if (node.kind != InodeKind::Real || S_ISLNK(node.type)) {
         return (void)fuse_reply_err(req, ENODATA);
     } else {

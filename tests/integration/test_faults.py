@@ -84,6 +84,23 @@ class FaultTest(harness.MountTestCase):
         self.assertEqual(proc.returncode, 0, "verify after a killed daemon: %s %s"
                          % (proc.stdout, proc.stderr))
 
+    def test_unmount_of_a_hung_daemon_returns(self):
+        """A daemon that answers nothing (stopped): `pycachefs unmount --lazy` never touches the
+        mount's files (a statfs or getxattr there would hang with it) and returns at once."""
+        py = self.newest()
+        m = self.mount(module_tree(2, "hung"), pythons=[py])
+        self.assertPythonOk(self.import_all(m, py, 2))
+        os.kill(m.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            proc = m.unmount(lazy=True, timeout=20)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertLess(time.monotonic() - start, 10)
+            self.assertFalse(harness.is_mounted(m.mountpoint))
+        finally:
+            os.kill(m.pid, signal.SIGCONT)
+        self.assertNoMountLeft(m)
+
     def test_stale_mount_point_is_detached_by_mount(self):
         py = self.newest()
         m = self.mount(module_tree(2, "stale"), pythons=[py])

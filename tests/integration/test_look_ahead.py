@@ -14,6 +14,7 @@ Run by CTest, or by hand: python3 -I -B tests/integration/test_look_ahead.py -v
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -246,6 +247,44 @@ class LookAheadTest(harness.MountTestCase):
         # p/__init__ and p.a only, until the importer asks for p.b.
         self.assertEqual(harness.interpreter_stats(settled, py.tag)["compiles"], 2)
         self.assertEqual(harness.interpreter_stats(after, py.tag)["compiles"], 3)
+
+    def test_daemon_killed_while_looking_ahead_goes_away(self):
+        """SIGKILL while the look-ahead waits for the daemon's answer to its own lookup: the
+        daemon still exits completely (the thread holds no /dev/fuse: closing the daemon's
+        descriptors aborts the connection and ends the wait) and importers get errors, not a
+        hang. Sharing the daemon's descriptors, the thread would keep the connection open while
+        waiting for a dead daemon: an unkillable process and a mount that hangs every access."""
+        py = self.pythons[-1]
+        store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
+        self.addCleanup(harness._rmtree, os.path.dirname(store))
+        tree = {"p": package(600)}
+        with harness.Mount(tree, store=store) as warm:
+            self.assertPythonOk(harness.run_python(py, "import p.a", sys_path=[warm.mountpoint]))
+        killed_busy = 0
+        for attempt in range(3):
+            m = self.mount(tree, store=store, pythons=[py])
+            importer = subprocess.Popen(
+                [py.path, "-c", "import p.a, sys; print('in', flush=True); sys.stdin.readline()"],
+                env=harness.clean_env({"PYTHONPATH": m.mountpoint}), cwd="/",
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
+            try:
+                self.assertEqual(importer.stdout.readline().strip(), "in")
+                busy = m.stats()["look_ahead"]["waiting"] > 0
+                os.kill(m.pid, signal.SIGKILL)
+                killed_busy += busy
+                self.assertTrue(harness.wait_until(lambda: not harness.pid_alive(m.pid), 15),
+                                "daemon %d did not go away after SIGKILL" % m.pid)
+                start = time.monotonic()
+                proc = harness.run_python(py, "import p.m599", sys_path=[m.mountpoint],
+                                          timeout=30)
+                self.assertNotEqual(proc.returncode, 0)
+                self.assertLess(time.monotonic() - start, 20, "importer hung on a dead mount")
+            finally:
+                importer.kill()
+                importer.communicate()
+            proc = m.unmount(lazy=True)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+        harness.log("killed the daemon %d of 3 times with lookups waiting" % killed_busy)
 
     def test_nothing_for_a_walk(self):
         """A process that lists and stats the tree, pycs included, but imports nothing gets no

@@ -203,12 +203,6 @@ TEST_F(LookAheadTest, NeverEntersAMountInsideTheTree) {
     EXPECT_EQ(s["found"], 1) << "only a.py: the tmpfs is another mount";
 }
 
-TEST_F(LookAheadTest, PausedDropsAndRefusesWork) {
-    LookAhead ahead(root);
-    ahead.pause(std::chrono::seconds(30));
-    EXPECT_FALSE(ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg", {"a.py"}));
-}
-
 TEST(ThreadStatus, ParsesWhatTheKernelWritesAndNothingElse) {
     using fs::overlay::parse_thread_status;
     std::string groups;
