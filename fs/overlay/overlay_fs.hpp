@@ -45,8 +45,12 @@ public:
     void stop();
     std::string stats_json();
     // Adds the transport's counters (FUSE over io_uring or /dev/fuse) to stats_json().
+    // Also says the session is served over FUSE io_uring, where the look-ahead stays off: a
+    // request queued to a ring entry counts as read by the daemon at once, and whether a
+    // daemon killed while its own lookup sits there is released has not been proven here.
     void set_transport_stats(std::function<nlohmann::json()> json_object) {
         m_transport_stats = std::move(json_object);
+        m_over_uring = true;
     }
 
     // ---- operations (called through the trampolines in overlay_fs.cpp) ----
@@ -160,6 +164,7 @@ private:
 
     OverlayConfig m_config;
     std::function<nlohmann::json()> m_transport_stats;
+    bool m_over_uring = false;
     std::string m_source_real; // realpath of the source (to name co_filename under the mount)
     cachecore::BytecodeCache& m_cache;
     InodeTable m_table;
