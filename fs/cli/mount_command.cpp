@@ -6,6 +6,7 @@
 #include "fs/cli/commands.hpp"
 #include "fs/cli/daemon.hpp"
 #include "fs/cli/interpreter_choice.hpp"
+#include "fs/cli/mount_table.hpp"
 #include "fs/cli/unmount.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/transport/uring_transport.hpp"
@@ -23,7 +24,6 @@
 #include <pthread.h>
 #include <set>
 #include <signal.h>
-#include <sstream>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <thread>
@@ -70,32 +70,10 @@ bool is_dead_mount(const std::string& path) {
     return dead;
 }
 
-// Whether `path` is itself the mount point of a pycachefs mount (/proc/self/mountinfo; its
-// fields escape blanks and backslashes as octal).
+// Whether `path` is itself the mount point of a pycachefs mount.
 bool is_pycachefs_mount(const std::string& path) {
-    std::ifstream in("/proc/self/mountinfo");
-    auto unescape = [](const std::string& f) {
-        std::string out;
-        for (std::size_t i = 0; i < f.size(); ++i) {
-            if (f[i] == '\\' && i + 3 < f.size()) {
-                out += char(std::stoi(f.substr(i + 1, 3), nullptr, 8));
-                i += 3;
-            } else {
-                out += f[i];
-            }
-        }
-        return out;
-    };
-    for (std::string line; std::getline(in, line);) {
-        std::istringstream fields(line);
-        std::string id, parent, dev, root, point, skip;
-        fields >> id >> parent >> dev >> root >> point;
-        while (fields >> skip && skip != "-") {
-        }
-        std::string fstype;
-        fields >> fstype;
-        if (fstype == "fuse.pycachefs" && unescape(point) == path) return true;
-    }
+    for (const auto& type : mount_types_at(path))
+        if (type == "fuse.pycachefs") return true;
     return false;
 }
 

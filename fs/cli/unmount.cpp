@@ -1,10 +1,10 @@
 #include "fs/cli/unmount.hpp"
 
+#include "fs/cli/mount_table.hpp"
+
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <spawn.h>
-#include <sstream>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,35 +15,9 @@ extern char** environ;
 namespace fs::cli {
 namespace {
 
-// From /proc/self/mountinfo, never from the mount itself: a hung daemon would hang any access
-// (statfs included), and unmounting must work then above all.
 bool is_fuse_mount(const std::string& path) {
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    bool fuse = false;
-    while (std::getline(in, line)) {
-        // id parent major:minor root MOUNTPOINT options... - FSTYPE source super-options
-        std::istringstream fields(line);
-        std::string id, parent, dev, root, point;
-        if (!(fields >> id >> parent >> dev >> root >> point)) continue;
-        std::string unescaped;
-        for (std::size_t i = 0; i < point.size(); ++i) {
-            if (point[i] == '\\' && i + 3 < point.size()) {
-                unescaped += char(std::stoi(point.substr(i + 1, 3), nullptr, 8));
-                i += 3;
-            } else {
-                unescaped += point[i];
-            }
-        }
-        if (unescaped != path) continue;
-        std::size_t dash = line.find(" - ");
-        if (dash == std::string::npos) continue;
-        std::istringstream rest(line.substr(dash + 3));
-        std::string type;
-        rest >> type;
-        fuse = type == "fuse" || type.rfind("fuse.", 0) == 0; // the last mount there wins
-    }
-    return fuse;
+    auto types = mount_types_at(path); // the topmost mount there is the one unmounted
+    return !types.empty() && (types.back() == "fuse" || types.back().rfind("fuse.", 0) == 0);
 }
 
 std::string run_fusermount(const std::vector<const char*>& argv, const std::string& mountpoint) {

@@ -77,14 +77,14 @@ cachecore::util::UniqueFd LookAhead::open_requester(pid_t tid) {
     return cachecore::util::UniqueFd{fd < 0 ? -1 : int(fd)};
 }
 
-LookAhead::LookAhead(std::string mountpoint, unsigned /*threads*/)
+LookAhead::LookAhead(std::string mountpoint)
     : m_mountpoint(std::move(mountpoint)), m_root(::geteuid() == 0) {
     // One thread: each would need its own table, and more made imports no faster (measured).
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
     m_send = cachecore::util::UniqueFd(sv[0]);
     m_receive = sv[1];
-    m_threads.emplace_back([this] { run(0); });
+    m_thread = std::thread([this] { run(); });
     std::unique_lock lock(m_mutex);
     m_cv.wait(lock, [&] { return m_started; });
     // The thread has its copy; this table's is not needed.
@@ -105,15 +105,11 @@ LookAhead::~LookAhead() {
     // A thread may be inside a lookup on the mount: it returns once the FUSE session is gone
     // (closing /dev/fuse aborts what nobody will answer), which is why the owner destroys this
     // only after the session.
-    for (auto& t : m_threads)
-        if (t.joinable()) t.join();
+    if (m_thread.joinable()) m_thread.join();
 }
 
 bool LookAhead::is_own(pid_t tid) const {
-    if (tid == 0) return false;
-    for (const auto& t : m_tids)
-        if (t.load(std::memory_order_relaxed) == tid) return true;
-    return false;
+    return tid != 0 && tid == m_tid.load(std::memory_order_relaxed);
 }
 
 bool LookAhead::post(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
@@ -241,8 +237,8 @@ bool LookAhead::Identity::take(const Requester& who, bool root) {
     return true;
 }
 
-void LookAhead::run(std::size_t slot) {
-    m_tids[slot] = pid_t(::syscall(SYS_gettid));
+void LookAhead::run() {
+    m_tid = pid_t(::syscall(SYS_gettid));
     // A file table of its own with nothing in it but its end of the socket pair.
     const int receive = m_receive;
     bool usable = ::unshare(CLONE_FILES) == 0;

@@ -2,7 +2,6 @@
 
 #include "cachecore/util/unique_fd.hpp"
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -42,7 +41,7 @@ public:
         bool operator==(const Requester&) const = default;
     };
 
-    explicit LookAhead(std::string mountpoint, unsigned threads = 1);
+    explicit LookAhead(std::string mountpoint);
     ~LookAhead(); // stop(), then waits for the threads
     LookAhead(const LookAhead&) = delete;
     LookAhead& operator=(const LookAhead&) = delete;
@@ -91,7 +90,7 @@ private:
         std::uint64_t id = 0;
         bool known = false;
     };
-    void run(std::size_t slot);
+    void run();
     static bool exited(int pidfd);
     bool look_up(const std::string& path, MountId& mount) const;
 
@@ -101,8 +100,7 @@ private:
     std::condition_variable m_cv;
     std::vector<std::shared_ptr<Job>> m_jobs; // back = newest
     bool m_stopping = false;
-    static constexpr std::size_t k_max_threads = 16;
-    std::array<std::atomic<pid_t>, k_max_threads> m_tids{};
+    std::atomic<pid_t> m_tid{0};
     std::atomic<std::uint64_t> m_posted{0}, m_dropped{0}, m_lookups{0}, m_found{0};
     std::size_t m_active = 0; // lookups in progress (guarded by m_mutex)
     // The thread works with a file table of its own, holding none of the daemon's descriptors
@@ -116,7 +114,7 @@ private:
     std::uint64_t m_next_id = 1; // guarded by m_mutex
     bool m_started = false;      // the thread has its own table (guarded by m_mutex)
     bool m_usable = false;
-    std::vector<std::thread> m_threads;
+    std::thread m_thread;
 };
 
 } // namespace fs::overlay

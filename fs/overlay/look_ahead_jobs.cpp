@@ -63,19 +63,16 @@ void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int opti
     if (!m_look_ahead || asker.own || asker.pidfd) return;
     {
         std::lock_guard lock(m_importers_mutex);
-        for (const auto& importer : m_importers)
-            if (importer.pid == asker.pid && importer.used && importer.walker) return;
-    }
-    if (index < 0) {
-        std::lock_guard lock(m_importers_mutex);
         for (const auto& importer : m_importers) {
-            if (importer.pid == asker.pid && importer.used) {
+            if (importer.pid != asker.pid || !importer.used) continue;
+            if (importer.walker) return;
+            if (index < 0) {
                 index = importer.index;
                 optimize = importer.optimize;
             }
         }
-        if (index < 0) return;
     }
+    if (index < 0) return;
     if (looked_ahead_recently(dir, index, optimize)) return;
     auto fd = LookAhead::open_requester(asker.pid);
     if (fd) asker.pidfd = std::make_shared<cachecore::util::UniqueFd>(std::move(fd));

@@ -1,5 +1,6 @@
 // Lookups, attributes, reads and listings of the real (passed-through) tree.
 #include "fs/overlay/change_watcher.hpp"
+#include "fs/overlay/look_ahead.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
@@ -339,15 +340,20 @@ void OverlayFs::op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
         used += n;
         if (acquired) given.emplace_back(name, e.ino);
     }
+    // A first listing is a look-ahead trigger; the directory must then outlive the reply (the
+    // kernel may forget it at once) while it is looked ahead of.
+    const bool ahead = off == 0 && m_look_ahead;
     Asker asker = asker_of(req);
-    if (off == 0) prepare_look_ahead(asker, dir, -1, 0);
-    // The directory must outlive the reply (the kernel may forget it at once) while it is
-    // looked ahead of.
-    m_table.pin(dir);
+    if (ahead) {
+        prepare_look_ahead(asker, dir, -1, 0);
+        m_table.pin(dir);
+    }
     fuse_reply_buf(req, buf.data(), used);
     for (const auto& [name, child] : given) after_reply(epoch, ino, name, child);
-    if (off == 0) look_ahead_after_listing(asker, dir);
-    m_table.unpin(dir);
+    if (ahead) {
+        look_ahead_after_listing(asker, dir);
+        m_table.unpin(dir);
+    }
 }
 
 void OverlayFs::op_statfs(fuse_req_t req, fuse_ino_t) {
