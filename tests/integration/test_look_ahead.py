@@ -147,10 +147,13 @@ class LookAheadTest(harness.MountTestCase):
                 pkg = "p%d" % i
                 (settled, second, after), err = self.phases(m, py, pkg,
                                                             [["b", "c", "sub"], ["sub.d"]])
-                self.assertEqual(lookups_and_links(second), lookups_and_links(settled),
-                                 "phase 2 sent LOOKUP/READLINK requests")
+                # Without the look-ahead phase 2 sends 3 + 1 + one per extension suffix
+                # LOOKUPs (and READLINKs). One or two may come back anyway: this VM reclaims
+                # idle page cache and dentries (DAMON), cached link texts included.
+                self.assertLessEqual(lookups_and_links(second) - lookups_and_links(settled), 2,
+                                     "phase 2 sent LOOKUP/READLINK requests")
                 if links:
-                    self.assertEqual(total_requests(second), total_requests(settled))
+                    self.assertLessEqual(total_requests(second) - total_requests(settled), 2)
                 # Phase 3 imports from the subpackage: its directory was listed ahead (its
                 # modules' pycs are looked ahead of only once the importer asks for one).
                 self.assertEqual(listings(after), listings(second),
@@ -239,9 +242,11 @@ class LookAheadTest(harness.MountTestCase):
             if links:
                 # And the member's own import found it cached. (A FUSE-file pyc of a source not
                 # everybody may read is never cached by the kernel: each use is checked anew.)
-                self.assertEqual(lookups_and_links(after), lookups_and_links(settled),
-                                 "the member's import of p.grp sent LOOKUP/READLINK requests")
-                self.assertEqual(total_requests(after), total_requests(settled))
+                # (One reclaimed link text may come back as a READLINK; without the member's
+                # groups the look-ahead is refused and the import sends a LOOKUP and a READLINK.)
+                self.assertLessEqual(lookups_and_links(after) - lookups_and_links(settled), 1,
+                                     "the member's import of p.grp sent LOOKUP/READLINK requests")
+                self.assertLessEqual(total_requests(after) - total_requests(settled), 1)
             self.assertFromPycs(err, m, "p", ["grp"], py)
 
     def test_never_compiles(self):
