@@ -90,8 +90,10 @@ void add_mount_options(CLI::App& cmd, SettingOptions& s, fs::cli::MountOptions& 
            "/run/pycachefs or $XDG_RUNTIME_DIR/pycachefs when that is a tmpfs, so imports need "
            "no FUSE round trip), DIR (the same under DIR) or off (pycs are FUSE files)");
     s.text(cmd, "--look-ahead", "look_ahead",
-           "on (default: while a process imports from a directory, look up the names it will "
-           "ask for next, in parallel, with its credentials) or off");
+           "on (default: while a process imports, look up the names it will ask for next, in "
+           "parallel, with its credentials: along the import statements of the modules it "
+           "loads, and around the directories it uses), dirs (only around the directories) "
+           "or off");
     s.flag(cmd, "-f,--foreground", "foreground", "Stay in the foreground, log to stderr");
     s.flag(cmd, "-d,--debug", "debug", "Debug log (see --fuse-debug for FUSE requests)");
     s.flag(cmd, "--fuse-debug", "fuse_debug", "Print every FUSE request (libfuse's -d)");

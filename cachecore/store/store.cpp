@@ -10,7 +10,10 @@
 #include "cachecore/util/log.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace cachecore::store {
 
@@ -24,6 +27,22 @@ constexpr std::uint64_t k_min_map_size = 16ull << 30;
 std::string key_string(const StoreKey& key) {
     auto bytes = key.bytes();
     return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+} // namespace
+
+namespace {
+
+// The map is opened without read-ahead (MDB_NORDAHEAD: B-tree pages are read at random), so a
+// value that is not in memory would come in one page per fault, each a synchronous read: 25
+// reads in a row for a 100 KiB module, ~10 ms on a virtual disk. Its pages are asked for at
+// once instead (they are contiguous overflow pages), one read the copy then waits for.
+void read_ahead(const MDB_val& v) {
+    static const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+    if (v.mv_size <= page) return;
+    const auto begin = reinterpret_cast<std::uintptr_t>(v.mv_data) & ~(page - 1);
+    const auto end = reinterpret_cast<std::uintptr_t>(v.mv_data) + v.mv_size;
+    ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
 }
 
 } // namespace
@@ -55,6 +74,7 @@ std::optional<Entry> Store::get(const StoreKey& key) {
         int rc = mdb_get(lease.txn(), m_impl->env->entries(), &kv, &v);
         if (rc == MDB_NOTFOUND) return std::nullopt;
         lmdb::check(rc, "get");
+        read_ahead(v);
         entry = decode_entry(lmdb::view(v)); // copies out of the map
         if (entry) {
             MDB_val a{};

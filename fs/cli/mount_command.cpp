@@ -251,6 +251,7 @@ int run_mount(MountOptions o) {
     config.compile_ahead_imports = o.compile_ahead == "all" || o.compile_ahead == "imports";
     config.compile_ahead_package = o.compile_ahead == "all" || o.compile_ahead == "package";
     config.look_ahead = o.look_ahead;
+    config.look_ahead_imports = o.look_ahead_imports;
     config.pyc_mode = o.pyc_mode;
     // Files can carry every source's owner only with CAP_CHOWN; without it, they belong to this
     // user, which is right only while no one else may use the mount.

@@ -95,8 +95,9 @@ std::string apply_setting(const Setting& s, MountOptions& o) {
         if (value != "auto" && value != "on" && value != "off") return invalid("auto, on or off");
         o.io_uring = value;
     } else if (key == "look_ahead") {
-        if (value != "on" && value != "off") return invalid("on or off");
-        o.look_ahead = value == "on";
+        if (value != "on" && value != "off" && value != "dirs") return invalid("on, dirs or off");
+        o.look_ahead = value != "off";
+        o.look_ahead_imports = value == "on";
     } else if (key == "pyc_links") {
         if (value != "auto" && value != "off" && (value.empty() || value[0] != '/'))
             return invalid("auto, off or an absolute directory");

@@ -24,7 +24,8 @@ struct MountOptions {
     std::string compile_ahead = "all"; // all | imports | package | off
     std::string io_uring = "off";      // auto | on | off: FUSE over io_uring
     std::string pyc_links = "auto";    // auto | off | DIR: pycs as symlinks to real files
-    bool look_ahead = true;            // look names up ahead of importers (on | off)
+    bool look_ahead = true;            // look names up ahead of importers (on | dirs | off)
+    bool look_ahead_imports = true;    // ... along the import graph too (on)
     bool foreground = false;
     bool debug = false; // debug log (and libfuse's request trace with -d -d)
     bool fuse_debug = false;

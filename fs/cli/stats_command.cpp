@@ -72,9 +72,15 @@ int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
         auto n = [&](const char* key) {
             return (unsigned long long)ahead[key].get<std::uint64_t>();
         };
+        std::uint64_t sent = 0;
+        if (ahead.contains("requests"))
+            for (const auto& [kind, count] : ahead["requests"].items())
+                sent += count.get<std::uint64_t>();
         std::printf(
-            "look-ahead   %llu jobs, %llu lookups (%llu found), %llu dropped, %llu waiting\n",
-            n("jobs"), n("lookups"), n("found"), n("dropped"), n("waiting"));
+            "look-ahead   %llu jobs, %llu lookups (%llu found), %llu dropped, %llu waiting; "
+            "%llu requests\n",
+            n("jobs"), n("lookups"), n("found"), n("dropped"), n("waiting"),
+            (unsigned long long)sent);
     } else {
         std::printf("look-ahead   off\n");
     }

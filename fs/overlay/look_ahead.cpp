@@ -29,6 +29,8 @@ namespace {
 constexpr auto k_max_job_age = std::chrono::seconds(5);
 // Jobs waiting; the oldest go first when full (an importer has left those directories).
 constexpr std::size_t k_max_jobs = 64;
+// Names one stream may hold (an import of a whole framework touches a few thousand).
+constexpr std::size_t k_max_stream_names = 16384;
 
 #ifndef PIDFD_THREAD
 #define PIDFD_THREAD O_EXCL
@@ -114,39 +116,72 @@ bool LookAhead::is_own(pid_t tid) const {
 
 bool LookAhead::post(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
                      std::vector<std::string> names) {
-    if (names.empty() || !pidfd) return false;
+    if (names.empty()) return false;
+    return enqueue(who, std::move(pidfd), std::move(dir), std::move(names), false) != 0;
+}
+
+std::uint64_t LookAhead::open_stream(Requester& who, cachecore::util::UniqueFd pidfd) {
+    return enqueue(who, std::move(pidfd), {}, {}, true);
+}
+
+bool LookAhead::extend(std::uint64_t stream, std::vector<std::string> names, bool last) {
     {
         std::lock_guard lock(m_mutex);
-        if (m_stopping) return false;
+        auto it = std::find_if(m_jobs.begin(), m_jobs.end(),
+                               [&](const auto& job) { return job->id == stream; });
+        if (it == m_jobs.end() || m_stopping) return false;
+        Job& job = **it;
+        std::size_t room = k_max_stream_names - std::min(k_max_stream_names, job.names.size());
+        if (names.size() > room) {
+            names.resize(room);
+            last = true;
+        }
+        for (auto& name : names) job.names.push_back(std::move(name));
+        job.open = !last;
+        job.posted = std::chrono::steady_clock::now();
+    }
+    m_cv.notify_all();
+    return true;
+}
+
+std::uint64_t LookAhead::enqueue(Requester& who, cachecore::util::UniqueFd pidfd, std::string dir,
+                                 std::vector<std::string> names, bool stream) {
+    if (!pidfd) return 0;
+    {
+        std::lock_guard lock(m_mutex);
+        if (m_stopping) return 0;
     }
     // The status read after the pidfd was opened, and the thread still alive after the read:
     // it is the status of the thread that asked, not of one that took its number since.
     auto status = read_thread_status(who.pid);
-    if (!status || exited(pidfd.get())) return false;
+    if (!status || exited(pidfd.get())) return 0;
     // The identity the request was made with (the thread may have changed it since).
-    if (status->fsuid != who.uid || status->fsgid != who.gid) return false;
+    if (status->fsuid != who.uid || status->fsgid != who.gid) return 0;
     // A root importer that has given up the right to bypass permission checks keeps it given
     // up: this thread would regain it with fsuid 0.
-    if (who.uid == 0 && (status->cap_effective & k_dac_caps) != k_dac_caps) return false;
+    if (who.uid == 0 && (status->cap_effective & k_dac_caps) != k_dac_caps) return 0;
     who.groups = std::move(status->groups);
     // Without the right to change identity only the daemon's own user is looked ahead for, and
     // only with exactly the daemon's groups (the daemon's checks then see what the importer is).
     if (!m_root) {
-        if (who.uid != ::geteuid() || who.gid != ::getegid()) return false;
+        if (who.uid != ::geteuid() || who.gid != ::getegid()) return 0;
         auto mine = own_groups();
         auto theirs = who.groups;
         std::sort(mine.begin(), mine.end());
         std::sort(theirs.begin(), theirs.end());
-        if (mine != theirs) return false;
+        if (mine != theirs) return 0;
     }
     auto job = std::make_shared<Job>();
-    job->who = std::move(who);
+    job->who = who;
+    job->stream = stream;
+    job->open = stream;
     job->dir = dir.empty() ? std::string() : dir + "/";
     job->names = std::move(names);
     job->posted = std::chrono::steady_clock::now();
+    std::uint64_t id = 0;
     {
         std::lock_guard lock(m_mutex);
-        if (!m_usable || m_stopping) return false;
+        if (!m_usable || m_stopping) return 0;
         job->id = m_next_id++;
         // The pidfd goes to the thread's own table; the message is queued before the job is
         // visible, so the thread finds it when it takes the job.
@@ -164,16 +199,17 @@ bool LookAhead::post(Requester who, cachecore::util::UniqueFd pidfd, std::string
         const int fd = pidfd.get();
         std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
         if (::sendmsg(m_send.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) != ssize_t(sizeof job->id))
-            return false;
+            return 0;
         if (m_jobs.size() >= k_max_jobs) {
             m_dropped += m_jobs.front()->names.size() - m_jobs.front()->next;
             m_jobs.erase(m_jobs.begin());
         }
+        id = job->id;
         m_jobs.push_back(std::move(job));
     }
     ++m_posted;
     m_cv.notify_all();
-    return true;
+    return id;
 }
 
 bool LookAhead::look_up(const std::string& path, MountId& mount) const {
@@ -237,6 +273,25 @@ bool LookAhead::Identity::take(const Requester& who, bool root) {
     return true;
 }
 
+std::shared_ptr<LookAhead::Job> LookAhead::pick() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = m_jobs.begin(); it != m_jobs.end();) {
+        Job& job = **it;
+        const bool stale = now - job.posted > k_max_job_age;
+        if (stale || (!job.pending() && !job.open)) {
+            m_dropped += job.names.size() - job.next;
+            it = m_jobs.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (auto it = m_jobs.rbegin(); it != m_jobs.rend(); ++it)
+        if ((*it)->stream && (*it)->pending()) return *it;
+    for (auto it = m_jobs.rbegin(); it != m_jobs.rend(); ++it)
+        if ((*it)->pending()) return *it;
+    return nullptr; // only open streams waiting for names
+}
+
 void LookAhead::run() {
     m_tid = pid_t(::syscall(SYS_gettid));
     // A file table of its own with nothing in it but its end of the socket pair.
@@ -293,15 +348,9 @@ void LookAhead::run() {
     std::unique_lock lock(m_mutex);
     for (;;) {
         forget_gone();
-        m_cv.wait(lock, [&] { return m_stopping || !m_jobs.empty(); });
+        std::shared_ptr<Job> job;
+        m_cv.wait(lock, [&] { return m_stopping || (job = pick()); });
         if (m_stopping) break;
-        std::shared_ptr<Job> job = m_jobs.back();
-        const bool stale = std::chrono::steady_clock::now() - job->posted > k_max_job_age;
-        if (stale || job->next >= job->names.size()) {
-            m_dropped += job->names.size() - job->next;
-            m_jobs.pop_back();
-            continue;
-        }
         const std::string path = job->dir + job->names[job->next++];
         ++m_active;
         lock.unlock();
@@ -337,7 +386,8 @@ nlohmann::json LookAhead::stats() const {
     {
         std::lock_guard lock(m_mutex);
         waiting = m_active;
-        for (const auto& job : m_jobs) waiting += job->names.size() - job->next;
+        // A stream still being extended counts as one: its walk is not done.
+        for (const auto& job : m_jobs) waiting += job->names.size() - job->next + job->open;
     }
     return {{"jobs", m_posted.load()},
             {"lookups", m_lookups.load()},

@@ -60,13 +60,23 @@ public:
     // has exited or changed identity, an identity this process cannot take, stopped.
     bool post(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
               std::vector<std::string> names);
+    // An ordered job that grows while it runs: the names an import will touch, in the order it
+    // will touch them, appended by extend() as the import graph is walked (paths relative to
+    // the mount point). Streams go before the jobs of post(), the newest stream first: they
+    // follow the importer, post()'s guess only its surroundings. Checks as post(); `who.groups`
+    // is filled in. 0 when refused.
+    std::uint64_t open_stream(Requester& who, cachecore::util::UniqueFd pidfd);
+    // Appends to a stream; `last` closes it. False when the stream is gone (its importer has
+    // exited, it was dropped, stopped): the walk feeding it should end.
+    bool extend(std::uint64_t stream, std::vector<std::string> names, bool last);
     // A request the kernel sent on behalf of one of our threads.
     bool is_own(pid_t tid) const;
     // No new lookups from now on (one in progress finishes); does not wait.
     void stop();
 
     // jobs, lookups, found (the name existed), dropped (never made: the importer had exited,
-    // or was superseded), waiting (not made yet, or in progress).
+    // or was superseded), waiting (not made yet, or in progress; a stream still being walked
+    // counts one).
     nlohmann::json stats() const;
 
 private:
@@ -77,8 +87,16 @@ private:
 
         std::vector<std::string> names;
         std::size_t next = 0;
-        std::chrono::steady_clock::time_point posted;
+        std::chrono::steady_clock::time_point posted; // or last extended
+        bool stream = false;
+        bool open = false; // a stream still being extended
+        bool pending() const { return next < names.size(); }
     };
+    // Validates and queues; returns the job's id (0: refused).
+    std::uint64_t enqueue(Requester& who, cachecore::util::UniqueFd pidfd, std::string dir,
+                          std::vector<std::string> names, bool stream);
+    // The job to work on next, under m_mutex; drops finished and stale jobs on the way.
+    std::shared_ptr<Job> pick();
     // Each thread has its own identity (fsuid, fsgid, groups are per thread).
     struct Identity {
         std::optional<Requester> taken;

@@ -58,6 +58,7 @@ bool OverlayFs::looked_ahead_recently(Inode& dir, int index, int optimize) {
 }
 
 void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int optimize) {
+    const bool pyc = index >= 0;
     // Called before the reply: the requester is still waiting for it, so its thread id still
     // names it. Only when a job is likely (a pidfd costs a system call).
     if (!m_look_ahead || asker.own || asker.pidfd) return;
@@ -73,7 +74,9 @@ void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int opti
         }
     }
     if (index < 0) return;
-    if (looked_ahead_recently(dir, index, optimize)) return;
+    // A pyc the importer had to ask for itself starts a walk of its imports (see
+    // import_look_ahead.cpp); a listing only a look-ahead of its directory.
+    if (!pyc && looked_ahead_recently(dir, index, optimize)) return;
     auto fd = LookAhead::open_requester(asker.pid);
     if (fd) asker.pidfd = std::make_shared<cachecore::util::UniqueFd>(std::move(fd));
 }
@@ -93,6 +96,7 @@ void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, 
         slot.n_listed = 0;
     }
     if (!asker.pidfd) return;
+    look_ahead_imports(asker, dir, index, optimize, module);
     post_look_ahead(asker, dir, index, optimize, module);
     // The process turned out to be an importer: the directories it listed before (the sys.path
     // entries it searched) are where its next top-level imports come from.
@@ -151,6 +155,19 @@ void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
     if (index >= 0 && asker.pidfd) post_look_ahead(asker, dir, index, optimize, {});
 }
 
+std::optional<std::string> OverlayFs::path_in_tree(Inode& dir) {
+    if (&dir == &m_table.root()) return std::string();
+    char real[PATH_MAX];
+    ssize_t n = ::readlink(ProcPath(dir.fd.get()).c_str(), real, sizeof real - 1);
+    if (n <= 0) return std::nullopt;
+    std::string path(real, std::size_t(n));
+    if (path.size() <= m_source_real.size() + 1 ||
+        path.compare(0, m_source_real.size(), m_source_real) != 0 ||
+        path[m_source_real.size()] != '/')
+        return std::nullopt; // moved out of the tree, or deleted meanwhile
+    return path.substr(m_source_real.size() + 1);
+}
+
 void OverlayFs::post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,
                                 const std::string& served) {
     if (!dir.dir || !asker.pidfd) return;
@@ -173,19 +190,9 @@ void OverlayFs::post_look_ahead(const Asker& asker, Inode& dir, int index, int o
     };
     auto listing = dir_listing(dir);
     if (!listing) return unmark();
-    // The directory's path under the mount point.
-    std::string rel;
-    if (&dir != &m_table.root()) {
-        char real[PATH_MAX];
-        ssize_t n = ::readlink(ProcPath(dir.fd.get()).c_str(), real, sizeof real - 1);
-        if (n <= 0) return unmark();
-        std::string path(real, std::size_t(n));
-        if (path.size() <= m_source_real.size() + 1 ||
-            path.compare(0, m_source_real.size(), m_source_real) != 0 ||
-            path[m_source_real.size()] != '/')
-            return unmark(); // moved out of the tree, or deleted meanwhile
-        rel = path.substr(m_source_real.size() + 1);
-    }
+    auto in_tree = path_in_tree(dir);
+    if (!in_tree) return unmark();
+    std::string rel = std::move(*in_tree);
     const auto& interpreter = m_config.interpreters[std::size_t(index)];
     auto pyc_name = [&](const std::string& module) {
         return cachecore::pyc::format_cache_name({module, interpreter.cache_tag, optimize});

@@ -24,6 +24,7 @@ struct OverlayConfig {
     bool compile_ahead_imports = true; // a cold module's imports (import_prefetch.cpp)
     bool compile_ahead_package = true; // a cold package's modules (prefetch_siblings)
     bool look_ahead = true;            // look names up ahead of an importer (look_ahead.hpp)
+    bool look_ahead_imports = true;    // ... along its import graph (import_look_ahead.cpp)
     // Link mode (pyc_links.cpp): pycs are symlinks to real files in a private directory created
     // under this base (a directory only this user can write, best on a memory filesystem);
     // empty: pycs are FUSE regular files.

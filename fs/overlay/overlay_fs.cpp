@@ -117,9 +117,16 @@ std::string OverlayFs::stats_json() {
         totals["compile_seconds"] = totals["compile_seconds"].get<double>() + c.compile_seconds;
         interpreters[interp.cache_tag] = std::move(one);
     }
-    json requests = json::object();
+    json requests = json::object(), look_ahead_requests = json::object();
     for (std::size_t i = 0; i < k_request_names.size(); ++i) {
         if (auto n = m_stats.requests[i].load()) requests[k_request_names[i]] = n;
+        if (auto n = m_stats.look_ahead_requests[i].load())
+            look_ahead_requests[k_request_names[i]] = n;
+    }
+    json look_ahead = nullptr;
+    if (m_look_ahead) {
+        look_ahead = m_look_ahead->stats();
+        look_ahead["requests"] = std::move(look_ahead_requests);
     }
     json j = {{"pid", ::getpid()},
               {"source", m_config.source},
@@ -135,7 +142,7 @@ std::string OverlayFs::stats_json() {
               {"pyc_reads", m_stats.pyc_reads.load()},
               {"page_cache_pushes", m_stats.pushes.load()},
               {"pyc_files", pyc_files_json()},
-              {"look_ahead", m_look_ahead ? m_look_ahead->stats() : nlohmann::json(nullptr)},
+              {"look_ahead", look_ahead},
               {"watching", m_watcher ? m_watcher->describe() : std::string("none")},
               {"totals", totals},
               {"interpreters", interpreters}};
@@ -151,7 +158,7 @@ namespace {
 
 OverlayFs& self(fuse_req_t req, Request kind) {
     auto& fs = *static_cast<OverlayFs*>(fuse_req_userdata(req));
-    fs.count_request(kind);
+    fs.count_request(req, kind);
     return fs;
 }
 

@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -69,8 +70,10 @@ public:
     void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
     void op_access(fuse_req_t req, fuse_ino_t ino, int mask);
     void op_ioctl(fuse_req_t req, fuse_ino_t ino);
-    void count_request(Request kind) {
+    void count_request(fuse_req_t req, Request kind) {
         m_stats.requests[std::size_t(kind)].fetch_add(1, std::memory_order_relaxed);
+        if (is_look_ahead(req))
+            m_stats.look_ahead_requests[std::size_t(kind)].fetch_add(1, std::memory_order_relaxed);
     }
 
     void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
@@ -161,6 +164,14 @@ private:
     void importer_is_walker(const Asker& asker);
     void post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,
                          const std::string& served);
+    std::optional<std::string> path_in_tree(Inode& dir); // "" for the root
+    // import_look_ahead.cpp
+    struct ImportsAhead; // the modules an importer's walks have covered
+    void look_ahead_imports(const Asker& asker, Inode& dir, int index, int optimize,
+                            const std::string& module);
+    void walk_ahead(std::uint64_t stream, const std::vector<gid_t>& groups, uid_t uid, gid_t gid,
+                    ImportsAhead& seen, const cachecore::imports::ModuleFile& from, int index,
+                    int optimize);
 
     OverlayConfig m_config;
     std::function<nlohmann::json()> m_transport_stats;
@@ -191,6 +202,7 @@ private:
         // Directories listed before the first pyc (a sys.path entry): looked ahead of then.
         std::array<std::pair<dev_t, ino_t>, 4> listed{};
         std::size_t n_listed = 0;
+        std::shared_ptr<ImportsAhead> imports_ahead;
     };
     std::mutex m_importers_mutex;
     std::array<Importer, 16> m_importers{};

@@ -5,6 +5,7 @@
 #include "fs/overlay/change_watcher.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
+#include "fs/overlay/source_access.hpp"
 #include "fs/overlay/thread_status.hpp"
 
 #include <algorithm>
@@ -35,14 +36,7 @@ bool in_groups(fuse_req_t req, gid_t gid) {
 // behalf of someone who cannot read it would be a side channel.
 bool may_read_source(fuse_req_t req, const struct stat& st) {
     const fuse_ctx* ctx = fuse_req_ctx(req);
-    if (ctx->uid == 0) return true;
-    if (ctx->uid == st.st_uid) return st.st_mode & S_IRUSR;
-    bool group_bit = st.st_mode & S_IRGRP;
-    bool other_bit = st.st_mode & S_IROTH;
-    // Group membership only matters when the group bits say something else than "other".
-    if (group_bit == other_bit) return other_bit;
-    if (ctx->gid == st.st_gid || in_groups(req, st.st_gid)) return group_bit;
-    return other_bit;
+    return may_read(ctx->uid, ctx->gid, st, [&](gid_t gid) { return in_groups(req, gid); });
 }
 
 } // namespace

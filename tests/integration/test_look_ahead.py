@@ -64,6 +64,33 @@ def listings(st):
     return r.get("readdir", 0) + r.get("readdirplus", 0)
 
 
+def own_lookups_and_links(st):
+    """LOOKUP and READLINK requests the importers sent (not the look-ahead's own)."""
+    mine = (st.get("look_ahead") or {}).get("requests", {})
+    return lookups_and_links(st) - mine.get("lookup", 0) - mine.get("readlink", 0)
+
+
+def own_listings(st):
+    mine = (st.get("look_ahead") or {}).get("requests", {})
+    return listings(st) - mine.get("readdir", 0) - mine.get("readdirplus", 0)
+
+
+def chain(n):
+    """`import app` runs app -> c0.inner.mod -> c1.inner.mod -> ... -> c{n-1}.inner.mod, each
+    module importing the next from another top-level package (a dependency's subpackage: a
+    directory nobody has listed yet). c0.inner.mod says "ready" and waits before going on."""
+    tree = {"app": {"__init__.py": "from c0.inner import mod\n"}}
+    for i in range(n):
+        body = "M = %d\n" % i
+        if i + 1 < n:
+            body = "from c%d.inner import mod\n" % (i + 1) + body
+        if i == 0:
+            body = "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n" + body
+        tree["c%d" % i] = {"__init__.py": "", "other.py": "O = 1\n",
+                           "inner": {"__init__.py": "", "mod.py": body}}
+    return tree
+
+
 def total_requests(st):
     # `stats` itself reads a virtual xattr of the mount root.
     return sum(n for kind, n in st["requests"].items() if kind != "getxattr")
@@ -162,6 +189,107 @@ class LookAheadTest(harness.MountTestCase):
         la = m.stats()["look_ahead"]
         self.assertGreaterEqual(la["jobs"], len(self.pythons))
         self.assertGreater(la["found"], 0)
+
+    def run_chain(self, m, py, root, user=None):
+        """Runs `import app` from `root` (see chain()); returns (stats once c0.inner.mod waits
+        and the look-ahead is idle, stats at the end, -v stderr)."""
+        cmd = [py.path, "-v", "-c", "import app; print('done', flush=True)"]
+        if user is not None:
+            cmd = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid),
+                   "--clear-groups", "--"] + cmd
+        proc = subprocess.Popen(cmd, env=harness.clean_env({"PYTHONPATH": root}), cwd="/",
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True)
+        try:
+            line = proc.stdout.readline()
+            if line.strip() != "ready":
+                proc.kill()
+                self.fail("import failed: %r %s" % (line, proc.communicate(timeout=30)[1][-3000:]))
+            settled = self.wait_idle(m)
+            out, err = proc.communicate("go\n", timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        self.assertEqual(proc.returncode, 0, err[-3000:])
+        self.assertEqual(out.strip().splitlines()[-1], "done")
+        return settled, m.stats(), err
+
+    def test_follows_the_import_statements(self):
+        """Every CPython: once an importer asks for a module's pyc, the look-ahead walks the
+        module's import statements, depth first, and looks up what each import will touch, also
+        in packages nobody has entered yet: the rest of a chain of imports through the
+        subpackages of other top-level packages sends the daemon no LOOKUP, READLINK or listing
+        of the importer's. The control, --look-ahead dirs (only around the directories in use),
+        sends several per step."""
+        n = 6
+        tree = {"t%d" % i: chain(n) for i in range(len(self.pythons))}
+        store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
+        self.addCleanup(harness._rmtree, os.path.dirname(store))
+        with harness.Mount(tree, store=store) as warm:  # a warm store, then fresh mounts
+            for i, py in enumerate(self.pythons):
+                self.assertPythonOk(harness.run_python(
+                    py, "import sys; sys.stdin = open('/dev/null'); import app",
+                    sys_path=[warm.mnt("t%d" % i)]))
+        for mode in ("on", "dirs"):
+            m = self.mount(tree, store=store, args=["--look-ahead", mode])
+            for i, py in enumerate(self.pythons):
+                with self.subTest(python=py.tag, look_ahead=mode):
+                    settled, after, err = self.run_chain(m, py, m.mnt("t%d" % i))
+                    sent = own_lookups_and_links(after) - own_lookups_and_links(settled)
+                    listed = own_listings(after) - own_listings(settled)
+                    if mode == "on":
+                        # One or two may come back: this VM reclaims idle dentries (DAMON).
+                        self.assertLessEqual(sent, 2, "the rest of the chain sent LOOKUP/READLINK")
+                        self.assertLessEqual(listed, 1, "the rest of the chain listed itself")
+                    else:
+                        # Each step: its subpackage's __init__ probes, pycs and a listing.
+                        self.assertGreaterEqual(sent, (n - 1) * (len(py.ext_suffixes) + 2))
+                        self.assertGreaterEqual(listed, n - 1)
+                    pycs, sources = harness.code_object_sources(err)
+                    self.assertEqual([s for s in sources if s.startswith(m.mountpoint)], [])
+                    for c in range(n):
+                        self.assertIn(m.mnt("t%d" % i, "c%d" % c, "inner", "__pycache__",
+                                            py.pyc_name("mod")), pycs)
+            m.close()
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (useradd)")
+    def test_walks_only_sources_the_importer_may_read(self):
+        """Which modules a source imports is its content: a module the importer may not read
+        (0600, another owner) is not scanned for it, so what only that module imports is not
+        looked up ahead (the importer's own later import of it asks for itself), while the same
+        tree readable by all is."""
+        py = harness.python_for_other_users()
+        if py is None:
+            self.skipTest("no /usr/bin CPython for another user")
+        # app's own import of hidden.inner.x is not a statement the walk can see.
+        tree = {"app": {"__init__.py": "try:\n    import secret\nexcept Exception:\n    pass\n"
+                                       "import importlib, sys\nprint('ready', flush=True)\n"
+                                       "sys.stdin.readline()\n"
+                                       "importlib.import_module('hidden.inner.x')\n"},
+                "secret.py": "from hidden.inner import x\n",
+                "hidden": {"__init__.py": "", "inner": {"__init__.py": "", "x.py": "X = 1\n"}}}
+        store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
+        self.addCleanup(harness._rmtree, os.path.dirname(store))
+        with harness.Mount(tree, store=store, pythons=[py]) as warm:
+            self.assertPythonOk(harness.run_python(
+                py, "import sys; sys.stdin = open('/dev/null'); import app, secret",
+                sys_path=[warm.mountpoint]))
+        sent = {}
+        for readable in (True, False):
+            def prepare(m, readable=readable):
+                os.chmod(m.src("secret.py"), 0o644 if readable else 0o600)
+            m = self.mount(tree, store=store, prepare=prepare, pythons=[py],
+                           args=["-o", "allow_other"])
+            with harness.TempUser() as user:
+                # app cannot see that secret imports hidden.inner.x; it then imports x itself.
+                settled, after, err = self.run_chain(m, py, m.mountpoint, user=user)
+            sent[readable] = own_lookups_and_links(after) - own_lookups_and_links(settled)
+            m.close()
+        # Readable, the walk through secret covered hidden/inner. Unreadable, the importer asks
+        # for hidden/inner's probes and x's pyc itself.
+        self.assertLessEqual(sent[True], 2)
+        self.assertGreaterEqual(sent[False], len(py.ext_suffixes) + 2)
 
     def test_without_look_ahead_the_importer_asks(self):
         """The control: with --look-ahead off the same phase 2 sends its own LOOKUPs."""

@@ -157,6 +157,63 @@ TEST_F(LookAheadTest, WorkForAnExitedImporterIsDropped) {
                             "pkg", {"a.py"}));
 }
 
+// Polls until `done(stats)` or 20 s.
+template <class Done> nlohmann::json wait_for(const LookAhead& ahead, Done done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (;;) {
+        auto s = ahead.stats();
+        if (done(s) || std::chrono::steady_clock::now() > deadline) return s;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
+
+TEST_F(LookAheadTest, AStreamGrowsWhileItRunsAndEndsWithItsImporter) {
+    LookAhead ahead(root);
+    auto who = me();
+    const auto stream = ahead.open_stream(who, LookAhead::open_requester(::getpid()));
+    ASSERT_NE(stream, 0u);
+    EXPECT_EQ(ahead.stats()["waiting"], 1) << "an open stream is work not done yet";
+    // Paths are relative to the mount point.
+    ASSERT_TRUE(ahead.extend(stream, {"pkg/a.py", "pkg/sub/"}, false));
+    auto s = wait_for(ahead, [](const auto& s) { return s["lookups"] == 2; });
+    EXPECT_EQ(s["found"], 2);
+    EXPECT_EQ(s["waiting"], 1) << "still open";
+    ASSERT_TRUE(ahead.extend(stream, {"pkg/missing.py", "../etc/passwd"}, true));
+    s = wait_idle(ahead, 1);
+    EXPECT_EQ(s["lookups"], 4);
+    EXPECT_EQ(s["found"], 2);
+    EXPECT_EQ(s["waiting"], 0);
+    EXPECT_FALSE(ahead.extend(stream, {"pkg/a.py"}, false)) << "closed and done: gone";
+
+    // A stream goes before the jobs of post(): its names are looked up while a long job waits.
+    ASSERT_TRUE(ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg",
+                           std::vector<std::string>(100000, "missing.py")));
+    auto first = me();
+    const auto second = ahead.open_stream(first, LookAhead::open_requester(::getpid()));
+    ASSERT_NE(second, 0u);
+    ASSERT_TRUE(ahead.extend(second, std::vector<std::string>(50, "pkg/a.py"), true));
+    s = wait_for(ahead, [](const auto& s) { return s["found"] >= 52; });
+    EXPECT_GE(s["found"], 52);
+    EXPECT_GT(s["waiting"], 1000) << "the stream waited for the long job";
+
+    // The importer exits: its stream is dropped, and extending it fails from then on.
+    pid_t child = ::fork();
+    if (child == 0) {
+        for (;;) ::pause();
+    }
+    LookAhead::Requester kid{child, ::geteuid(), ::getegid(), {}};
+    const auto third = ahead.open_stream(kid, LookAhead::open_requester(child));
+    ASSERT_NE(third, 0u);
+    reap(child);
+    bool refused = false;
+    for (int i = 0; i < 2000 && !refused; ++i) {
+        refused = !ahead.extend(third, {"pkg/a.py"}, false);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_TRUE(refused);
+    ahead.stop();
+}
+
 TEST_F(LookAheadTest, WithoutPrivilegesOnlyForItsOwnUserAndGroups) {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (to become another user)";
     pid_t pid = ::fork();

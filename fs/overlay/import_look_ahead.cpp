@@ -1,0 +1,159 @@
+// Looking ahead along the import graph: the names an import will touch, in the order it will
+// touch them.
+//
+// A directory's look-ahead (look_ahead_jobs.cpp) guesses what surrounds the importer; an
+// import's order is known better from its sources. When an importer has to ask for the pyc of
+// module M itself (nothing looked it up in time), M's source is scanned for its import
+// statements, and theirs, depth first and in source order: the order CPython runs them in. For
+// each module found, what its import touches goes to the look-ahead as one growing stream:
+// a package's `__init__` probes, its pyc and its listing; a module's source and pyc. The
+// look-ahead then runs ahead of the importer, which spends its time executing the modules that
+// the lookups only name. Measured with a recorded trace replayed ahead of the importer, this
+// order brought a fresh mount's `import sympy` from 1.7x to 1.03x of native.
+//
+// The walk reads sources as the daemon, from the backing tree, and goes on only through sources
+// the importer may read: the names it derives are looked up as the importer, but which modules
+// a source imports is its content. Nothing is compiled here (a cold store is the business of
+// compile-ahead, import_prefetch.cpp).
+#include "cachecore/imports/import_scanner.hpp"
+#include "cachecore/pyc/cache_name.hpp"
+#include "cachecore/source_reader.hpp"
+#include "cachecore/util/open_beneath.hpp"
+#include "fs/overlay/background_queue.hpp"
+#include "fs/overlay/look_ahead.hpp"
+#include "fs/overlay/overlay_fs.hpp"
+#include "fs/overlay/source_access.hpp"
+
+#include <algorithm>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace fs::overlay {
+namespace {
+
+// Modules one walk visits (sympy's import reaches about 700; a walk that goes on past what the
+// importer needs only costs lookups the kernel keeps).
+constexpr std::size_t k_max_walked = 4096;
+// Modules an importer's walks remember as covered (forgotten when full: a walk then repeats
+// lookups the kernel answers from its cache).
+constexpr std::size_t k_max_covered = 65536;
+
+} // namespace
+
+struct OverlayFs::ImportsAhead {
+    std::mutex mutex;
+    std::unordered_set<std::string> covered; // module files (paths under the mount point)
+    bool cover(const std::string& path) {
+        std::lock_guard lock(mutex);
+        if (covered.size() >= k_max_covered) covered.clear();
+        return covered.insert(path).second;
+    }
+};
+
+void OverlayFs::look_ahead_imports(const Asker& asker, Inode& dir, int index, int optimize,
+                                   const std::string& module) {
+    if (!m_look_ahead || !m_config.look_ahead_imports || !m_background || !asker.pidfd || !dir.dir)
+        return;
+    auto rel = path_in_tree(dir);
+    if (!rel || !shares_view(asker.pid)) return;
+    cachecore::imports::ModuleFile from{*rel, module + ".py"};
+    std::shared_ptr<ImportsAhead> seen;
+    {
+        std::lock_guard lock(m_importers_mutex);
+        Importer& slot = importer_slot(asker.pid);
+        if (!slot.imports_ahead) slot.imports_ahead = std::make_shared<ImportsAhead>();
+        seen = slot.imports_ahead;
+    }
+    // Walked already (as an import of a module before it): its stream is under way.
+    if (!seen->cover(from.path())) return;
+    cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
+    LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
+    const std::uint64_t stream = m_look_ahead->open_stream(who, std::move(pidfd));
+    if (!stream) return;
+    bool posted = m_background->post([this, stream, who, seen, from, index, optimize] {
+        walk_ahead(stream, who.groups, who.uid, who.gid, *seen, from, index, optimize);
+    });
+    if (!posted) m_look_ahead->extend(stream, {}, true);
+}
+
+void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& groups, uid_t uid,
+                           gid_t gid, ImportsAhead& seen,
+                           const cachecore::imports::ModuleFile& from, int index, int optimize) {
+    using cachecore::imports::ImportRef;
+    using cachecore::imports::ModuleFile;
+    const auto& interpreter = m_config.interpreters[std::size_t(index)];
+    const int root_fd = m_table.root().fd.get();
+    auto pyc_name = [&](const std::string& module) {
+        return cachecore::pyc::format_cache_name({module, interpreter.cache_tag, optimize});
+    };
+    auto in_group = [&](gid_t g) {
+        return std::find(groups.begin(), groups.end(), g) != groups.end();
+    };
+    // What CPython's path finder touches to import `module`, in its order.
+    auto names_of = [&](const ModuleFile& module) {
+        std::vector<std::string> names;
+        if (module.file == "__init__.py" && !module.dir.empty()) {
+            for (const auto& suffix : interpreter.extension_suffixes)
+                names.push_back(module.dir + "/__init__" + suffix);
+            names.push_back(module.path());
+            names.push_back(module.dir + "/__pycache__/" + pyc_name("__init__"));
+            names.push_back(module.dir + "/"); // listed to import its first submodule
+        } else {
+            const std::string stem = module.file.substr(0, module.file.size() - 3);
+            names.push_back(module.path());
+            names.push_back((module.dir.empty() ? "" : module.dir + "/") + "__pycache__/" +
+                            pyc_name(stem));
+        }
+        return names;
+    };
+    // The import statements of a module's source, when the importer may read it.
+    auto imports_of = [&](const ModuleFile& module) {
+        std::vector<ImportRef> refs;
+        auto dirfd = cachecore::util::open_beneath(root_fd, module.dir, O_PATH | O_DIRECTORY);
+        struct stat st;
+        if (!dirfd || ::fstatat(dirfd.get(), module.file.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || !may_read(uid, gid, st, in_group))
+            return refs;
+        auto read = cachecore::read_source(dirfd.get(), module.file, nullptr, 1);
+        if (auto* bytes = std::get_if<cachecore::SourceBytes>(&read)) {
+            for (auto& ref : cachecore::imports::scan_imports(bytes->bytes)) {
+                if (ref.deferred) continue; // a function's imports may never run
+                if (ref.level == 0 && interpreter.startup_modules.count(ref.module)) continue;
+                refs.push_back(std::move(ref));
+            }
+        }
+        return refs;
+    };
+    // Depth first, in source order, and each statement resolved only when the walk gets to it:
+    // the first names reach the look-ahead before the rest of a long import list is resolved.
+    struct Frame {
+        ModuleFile module;
+        std::vector<ImportRef> refs;
+        std::size_t next_ref = 0;
+        std::vector<ModuleFile> children; // of refs[next_ref - 1]
+        std::size_t next_child = 0;
+    };
+    std::vector<Frame> stack;
+    stack.push_back({from, imports_of(from), 0, {}, 0}); // its names: the importer has used them
+    for (std::size_t walked = 0; !stack.empty() && walked < k_max_walked;) {
+        Frame& top = stack.back();
+        if (top.next_child < top.children.size()) {
+            ModuleFile child = top.children[top.next_child++];
+            if (!seen.cover(child.path())) continue;
+            ++walked;
+            if (!m_look_ahead->extend(stream, names_of(child), false))
+                return; // the importer is gone, or its stream was dropped
+            auto refs = imports_of(child);
+            stack.push_back({std::move(child), std::move(refs), 0, {}, 0}); // `top` is invalid now
+        } else if (top.next_ref < top.refs.size()) {
+            top.children = m_resolver->resolve(top.module, top.refs[top.next_ref++]);
+            top.next_child = 0;
+        } else {
+            stack.pop_back();
+        }
+    }
+    m_look_ahead->extend(stream, {}, true);
+}
+
+} // namespace fs::overlay
