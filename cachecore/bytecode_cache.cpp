@@ -88,6 +88,39 @@ bool storable(python::CompileResult::Status s) {
     return s == S::Ok || s == S::CompileError || s == S::Crashed;
 }
 
+// The boot this process runs in (16 bytes), or "" when unknown. A stamp (device, inode, size,
+// times) names one content only within a boot: after a reboot device numbers may be handed
+// out again, and a store may be shared by machines.
+std::string boot_generation() {
+    char text[64] = {};
+    int fd = ::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {};
+    ssize_t n = ::read(fd, text, sizeof text - 1);
+    ::close(fd);
+    std::string out;
+    int high = -1;
+    for (ssize_t i = 0; i < n; ++i) {
+        const char c = text[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0) continue;
+        if (high < 0) {
+            high = v;
+        } else {
+            out.push_back(char(high << 4 | v));
+            high = -1;
+        }
+    }
+    return out.size() == store::Store::k_stamp_generation_size ? out : std::string();
+}
+
+std::string stamp_key(const std::string& generation, const SourceStamp& s) {
+    std::string key = generation;
+    for (std::uint64_t v : {std::uint64_t(s.dev), std::uint64_t(s.ino), std::uint64_t(s.size),
+                            std::uint64_t(s.mtime_ns), std::uint64_t(s.ctime_ns)})
+        for (int i = 0; i < 8; ++i) key.push_back(char(v >> (8 * i)));
+    return key;
+}
+
 } // namespace
 
 namespace {
@@ -109,6 +142,28 @@ struct BytecodeCache::Impl {
 
     BytecodeCacheOptions options;
     SourceMemo memo;
+    // The memo outlives this process in the store (its "stamps"): a fresh mount of an unchanged
+    // tree reads no source at all. Empty: not kept (boot unknown).
+    const std::string generation = boot_generation();
+    std::atomic<std::uint64_t> sources_read{0};
+
+    // What the memo, or the store's stamps, know `stamp` hashes to.
+    std::optional<hash::ContentHash> known(store::Store& st, const SourceStamp& stamp) {
+        if (auto hit = memo.find(stamp)) return hit;
+        if (generation.empty()) return std::nullopt;
+        auto value = st.get_stamp(stamp_key(generation, stamp));
+        if (!value || value->size() != sizeof(hash::ContentHash::bytes)) return std::nullopt;
+        hash::ContentHash content;
+        std::memcpy(content.bytes.data(), value->data(), content.bytes.size());
+        memo.remember(stamp, content);
+        return content;
+    }
+    void learn(store::Store& st, const SourceStamp& stamp, const hash::ContentHash& content) {
+        if (!memo.remember(stamp, content) || generation.empty()) return;
+        st.put_stamp(
+            stamp_key(generation, stamp),
+            std::string(reinterpret_cast<const char*>(content.bytes.data()), content.bytes.size()));
+    }
     RecentEntries recent;
 
     mutable std::mutex counters_mutex;
@@ -131,10 +186,12 @@ struct BytecodeCache::Impl {
         st.put(key, entry);
     }
 
+    // `read_if_missing`: read the source when the store has no entry for its known content
+    // (to compile it); without, such a lookup returns neither entry nor source.
     std::variant<Lookup, PycError> look_up(store::Store& st, int dirfd, const std::string& name,
                                            const struct stat* given,
                                            const python::Interpreter& interpreter, int optimize,
-                                           const std::string& file) {
+                                           const std::string& file, bool read_if_missing = true) {
         struct stat fresh {};
         if (!given) {
             auto s = stat_source(dirfd, name);
@@ -149,18 +206,19 @@ struct BytecodeCache::Impl {
         l.stamp = SourceStamp::of(*given);
         l.key.magic = interpreter.magic;
         l.key.optimize = store_optimize(optimize);
-        if (auto known = memo.find(l.stamp)) {
-            l.content = *known;
+        if (auto content = known(st, l.stamp)) {
+            l.content = *content;
             l.key.content = l.content;
             l.entry = get_entry(st, l.key);
-            if (l.entry) return l;
+            if (l.entry || !read_if_missing) return l;
         }
         auto r = read_source(dirfd, name, &l.stamp);
         if (auto* f = std::get_if<SourceFailure>(&r)) return from_failure(*f, file);
         l.source = std::move(std::get<SourceBytes>(r));
         l.stamp = l.source->stamp;
+        ++sources_read;
         l.content = hash::ContentHash::of(l.source->bytes);
-        memo.remember(l.stamp, l.content);
+        learn(st, l.stamp, l.content);
         l.key.content = l.content;
         // Another path with the same bytes (or another process) may have stored it meanwhile.
         l.entry = get_entry(st, l.key);
@@ -209,6 +267,10 @@ python::CompilerPool& BytecodeCache::pool_for(const python::Interpreter& interpr
     return *slot;
 }
 
+std::uint64_t BytecodeCache::sources_read() const {
+    return m_impl->sources_read.load();
+}
+
 std::map<std::string, store::Counters> BytecodeCache::counters() const {
     std::lock_guard lock(m_impl->counters_mutex);
     return m_impl->totals;
@@ -230,7 +292,9 @@ PycResult BytecodeCache::get_pyc(int dirfd, const std::string& name, const struc
         return e;
     }
     const std::string& tag = interpreter.cache_tag;
-    auto looked = m_impl->look_up(m_store, dirfd, name, st, interpreter, optimize, file);
+    // Only what the store has: a known source that is not stored need not be read.
+    auto looked = m_impl->look_up(m_store, dirfd, name, st, interpreter, optimize, file,
+                                  on_miss != OnMiss::Fail);
     if (auto* e = std::get_if<PycError>(&looked)) return std::move(*e);
     Lookup& l = std::get<Lookup>(looked);
 

@@ -83,6 +83,8 @@ public:
 
     // Counters since start, per cache tag. Deltas are pushed to store.add_counters about once a
     // second, on push_counters() and on destruction.
+    // Sources read (and hashed) by this process: not known from a stamp (see SourceMemo).
+    std::uint64_t sources_read() const;
     std::map<std::string, store::Counters> counters() const;
     void push_counters();
     python::CompilerPool& pool_for(const python::Interpreter& interpreter);

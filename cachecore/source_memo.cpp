@@ -58,7 +58,7 @@ std::optional<hash::ContentHash> SourceMemo::find(const SourceStamp& stamp) cons
     return it->second.content;
 }
 
-void SourceMemo::remember(const SourceStamp& stamp, const hash::ContentHash& content) {
+bool SourceMemo::remember(const SourceStamp& stamp, const hash::ContentHash& content) {
     const Key key{stamp.dev, stamp.ino};
     // A stamp from the last racy_window (or the future) may be followed by another write that
     // keeps the same size and timestamps; trusting it could pin the old content forever.
@@ -67,20 +67,21 @@ void SourceMemo::remember(const SourceStamp& stamp, const hash::ContentHash& con
         Shard& s = shard(key);
         std::lock_guard lock(s.mutex);
         s.map.erase(key); // whatever we knew about this inode is older still
-        return;
+        return false;
     }
     Shard& s = shard(key);
     std::lock_guard lock(s.mutex);
     auto it = s.map.find(key);
     if (it != s.map.end()) {
         it->second = Value{stamp, content};
-        return;
+        return true;
     }
     if (s.map.size() >= m_capacity_per_shard) {
         // Arbitrary eviction: a forgotten stamp costs one re-read and re-hash, nothing more.
         s.map.erase(s.map.begin());
     }
     s.map.emplace(key, Value{stamp, content});
+    return true;
 }
 
 std::size_t SourceMemo::size() const {

@@ -33,7 +33,8 @@ public:
                         std::int64_t racy_window_ns = 2'000'000'000);
 
     std::optional<hash::ContentHash> find(const SourceStamp& stamp) const;
-    void remember(const SourceStamp& stamp, const hash::ContentHash& content);
+    // False when the stamp is too recent to be trusted (and was not remembered).
+    bool remember(const SourceStamp& stamp, const hash::ContentHash& content);
     std::size_t size() const;
 
 private:

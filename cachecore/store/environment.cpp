@@ -84,7 +84,7 @@ std::shared_ptr<Environment> Environment::open(const std::filesystem::path& dir,
     };
     check(mdb_env_create(&env->m_env));
     check(mdb_env_set_maxreaders(env->m_env, k_max_readers));
-    check(mdb_env_set_maxdbs(env->m_env, 4));
+    check(mdb_env_set_maxdbs(env->m_env, 8));
     // Virtual only: the file grows as pages are used. Fixed up front so resizing is rare (only
     // when another process opened with a larger map).
     check(mdb_env_set_mapsize(env->m_env, static_cast<std::size_t>(map_size)));
@@ -100,6 +100,7 @@ std::shared_ptr<Environment> Environment::open(const std::filesystem::path& dir,
         lmdb::check(mdb_dbi_open(txn, k_atimes_db, MDB_CREATE, &env->m_atimes), "open atimes");
         lmdb::check(mdb_dbi_open(txn, k_counters_db, MDB_CREATE, &env->m_counters),
                     "open counters");
+        lmdb::check(mdb_dbi_open(txn, k_stamps_db, MDB_CREATE, &env->m_stamps), "open stamps");
     });
     check(rc);
 

@@ -99,6 +99,26 @@ std::optional<Entry> Store::get(const StoreKey& key) {
     return entry;
 }
 
+std::optional<std::string> Store::get_stamp(std::string_view key) {
+    MDB_val kv{key.size(), const_cast<char*>(key.data())};
+    try {
+        auto lease = m_impl->env->read();
+        MDB_val v{};
+        int rc = mdb_get(lease.txn(), m_impl->env->stamps(), &kv, &v);
+        if (rc == MDB_NOTFOUND) return std::nullopt;
+        lmdb::check(rc, "get stamp");
+        return std::string(lmdb::view(v));
+    } catch (const lmdb::Failure& e) {
+        LOG_DEBUG("store " + m_impl->options.dir.string() + ": " + e.what());
+        return std::nullopt;
+    }
+}
+
+void Store::put_stamp(std::string key, std::string value) {
+    if (key.size() < k_stamp_generation_size) return;
+    m_impl->writer->put_stamp(std::move(key), std::move(value));
+}
+
 void Store::put(const StoreKey& key, Entry entry) {
     m_impl->writer->put(key_string(key), encode_entry(entry));
 }
@@ -223,6 +243,7 @@ void Store::clear() {
         [&](MDB_txn* txn) {
             lmdb::check(mdb_drop(txn, m_impl->env->entries(), 0), "clear entries");
             lmdb::check(mdb_drop(txn, m_impl->env->atimes(), 0), "clear access times");
+            lmdb::check(mdb_drop(txn, m_impl->env->stamps(), 0), "clear stamps");
         },
         "clear");
 }

@@ -1,5 +1,8 @@
 #pragma once
 
+#include "cachecore/store/entry.hpp"
+#include "cachecore/store/store_key.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -11,9 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "cachecore/store/entry.hpp"
-#include "cachecore/store/store_key.hpp"
-
 namespace cachecore::store {
 
 struct StoreError : std::runtime_error {
@@ -21,8 +21,8 @@ struct StoreError : std::runtime_error {
 };
 
 struct StoreOptions {
-    std::filesystem::path dir;              // created 0700 if missing; files are 0600
-    std::uint64_t max_size = 2ull << 30;    // bytes of entries kept by approximate-LRU eviction
+    std::filesystem::path dir;           // created 0700 if missing; files are 0600
+    std::uint64_t max_size = 2ull << 30; // bytes of entries kept by approximate-LRU eviction
     std::chrono::milliseconds batch_interval{20}; // how long the writer gathers a batch
 };
 
@@ -44,7 +44,7 @@ struct Usage {
     std::uint64_t error_entries = 0; // negative entries among `entries`
     std::uint64_t bytes = 0;         // pages used by entries (what the limit applies to)
     std::uint64_t limit = 0;
-    std::uint64_t file_bytes = 0;    // size of data.mdb on disk
+    std::uint64_t file_bytes = 0; // size of data.mdb on disk
 };
 
 struct VerifyReport {
@@ -68,14 +68,22 @@ public:
     // Queued; never blocks on disk. A full disk drops the write and logs one warning.
     void put(const StoreKey& key, Entry entry);
     void add_counters(const std::string& cache_tag, const Counters& delta); // queued
+    // What a source's stamp (its file identity, size and times) was found to hash to, so that
+    // a new process need not read an unchanged source again. Keys are opaque here except for
+    // their first k_stamp_generation_size bytes, a generation (the boot the stamp belongs to):
+    // a put of another generation drops every stamp stored so far. Bounded in number (all are
+    // dropped at the bound: each costs one read of its source again). A failed read is a miss.
+    static constexpr std::size_t k_stamp_generation_size = 16;
+    std::optional<std::string> get_stamp(std::string_view key);
+    void put_stamp(std::string key, std::string value); // queued
     void flush(); // blocks until everything queued so far is committed (or dropped)
 
     Usage usage();
     std::map<std::string, Counters> counters();
     void zero_counters();
-    VerifyReport verify();                   // checks every entry, deletes bad ones
+    VerifyReport verify();                              // checks every entry, deletes bad ones
     std::uint64_t evict_to(std::uint64_t target_bytes); // returns entries removed
-    void clear();                            // removes every entry (counters kept)
+    void clear(); // removes every entry and stamp (counters kept)
     // Visits every key (for stats per interpreter); stops when `visit` returns false.
     void for_each_key(const std::function<bool(const StoreKey&, EntryKind, std::size_t)>& visit);
 

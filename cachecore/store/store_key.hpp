@@ -1,12 +1,12 @@
 #pragma once
 
+#include "cachecore/hash/content_hash.hpp"
+#include "cachecore/pyc/magic.hpp"
+
 #include <array>
 #include <cstdint>
 #include <optional>
 #include <string_view>
-
-#include "cachecore/hash/content_hash.hpp"
-#include "cachecore/pyc/magic.hpp"
 
 namespace cachecore::store {
 

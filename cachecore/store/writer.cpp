@@ -5,6 +5,7 @@
 #include "cachecore/store/eviction.hpp"
 #include "cachecore/store/le_bytes.hpp"
 #include "cachecore/store/lmdb_txn.hpp"
+#include "cachecore/store/store.hpp"
 #include "cachecore/util/log.hpp"
 
 namespace cachecore::store {
@@ -16,6 +17,9 @@ constexpr std::size_t k_big_batch_bytes = 16u << 20;
 constexpr std::size_t k_big_batch_ops = 4096;
 // Touches are hints: past this many pending, new ones are dropped rather than grow memory.
 constexpr std::size_t k_max_pending_touches = 1u << 16;
+constexpr std::size_t k_max_pending_stamps = 1u << 16;
+// Stamps kept (~100 bytes each); at the bound all go (each then costs one read of its source).
+constexpr std::size_t k_max_stamps = 1u << 18;
 // Puts past this many queued bytes are dropped: a stalled disk must not grow memory unbounded.
 constexpr std::size_t k_max_pending_bytes = 256u << 20;
 constexpr auto k_warning_interval = std::chrono::minutes(5);
@@ -71,6 +75,14 @@ void Writer::touch(std::string key) {
 void Writer::add_counters(const std::string& tag, const Counters& delta) {
     std::unique_lock lock(m_mutex);
     m_pending.counters[tag] += delta;
+    enqueued(lock);
+}
+
+void Writer::put_stamp(std::string key, std::string value) {
+    std::unique_lock lock(m_mutex);
+    if (m_pending.stamps.size() >= k_max_pending_stamps) return;
+    m_pending.bytes += key.size() + value.size();
+    m_pending.stamps.emplace_back(std::move(key), std::move(value));
     enqueued(lock);
 }
 
@@ -148,10 +160,38 @@ void Writer::write_batch(MDB_txn* txn, const Batch& batch) {
         MDB_val nv = lmdb::to_val(encoded);
         lmdb::check(mdb_put(txn, m_env->counters(), &k, &nv, 0), "write counters");
     }
+    if (!batch.stamps.empty()) write_stamps(txn, batch.stamps);
     // Evict in the same transaction: the committed store never sits above its limit. Down to 90%
     // so that the next few batches do not each pay for a scan.
     if (!batch.puts.empty() && m_env->used_bytes(txn) > m_max_size) {
         evict_until(*m_env, txn, m_max_size / 10 * 9);
+    }
+}
+
+void Writer::write_stamps(MDB_txn* txn,
+                          const std::vector<std::pair<std::string, std::string>>& stamps) {
+    const MDB_dbi dbi = m_env->stamps();
+    const std::string_view generation =
+        std::string_view(stamps.front().first).substr(0, Store::k_stamp_generation_size);
+    // Stamps of another generation (an earlier boot: inode numbers and times may repeat) are
+    // worthless, and so is a full table: both are dropped whole.
+    MDB_stat st{};
+    lmdb::check(mdb_stat(txn, dbi, &st), "count stamps");
+    bool drop = st.ms_entries >= k_max_stamps;
+    if (!drop && st.ms_entries > 0) {
+        MDB_cursor* cursor = nullptr;
+        lmdb::check(mdb_cursor_open(txn, dbi, &cursor), "open stamps cursor");
+        MDB_val k{}, v{};
+        int rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
+        mdb_cursor_close(cursor);
+        drop = rc == 0 && lmdb::view(k).substr(0, generation.size()) != generation;
+    }
+    if (drop) lmdb::check(mdb_drop(txn, dbi, 0), "drop stamps");
+    for (const auto& [key, value] : stamps) {
+        if (std::string_view(key).substr(0, generation.size()) != generation) continue;
+        MDB_val k = lmdb::to_val(key);
+        MDB_val v = lmdb::to_val(value);
+        lmdb::check(mdb_put(txn, dbi, &k, &v, 0), "put stamp");
     }
 }
 

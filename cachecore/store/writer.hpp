@@ -36,6 +36,7 @@ public:
     void remove_if_corrupt(std::string key); // re-checked in the write txn before deleting
     void touch(std::string key);
     void add_counters(const std::string& tag, const Counters& delta);
+    void put_stamp(std::string key, std::string value); // see Store::get_stamp
     void flush();
 
     // A write on the calling thread (clear, evict_to, ...), with the same failure reporting.
@@ -48,16 +49,19 @@ private:
         std::vector<std::string> corrupt;
         std::unordered_set<std::string> touches;
         std::map<std::string, Counters> counters;
+        std::vector<std::pair<std::string, std::string>> stamps;
         std::size_t bytes = 0;
         std::size_t ops = 0;
         bool empty() const {
-            return puts.empty() && corrupt.empty() && touches.empty() && counters.empty();
+            return puts.empty() && corrupt.empty() && touches.empty() && counters.empty() &&
+                   stamps.empty();
         }
     };
 
     void run();
     void apply(const Batch& batch);
     void write_batch(MDB_txn* txn, const Batch& batch);
+    void write_stamps(MDB_txn* txn, const std::vector<std::pair<std::string, std::string>>& stamps);
     void note_result(int rc, const char* what);
     void enqueued(std::unique_lock<std::mutex>& lock);
 

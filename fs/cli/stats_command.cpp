@@ -50,6 +50,9 @@ int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
             (requests.empty() ? "" : ", ") + name + " " + std::to_string(n.get<std::uint64_t>());
     }
     std::printf("requests     %s\n", requests.empty() ? "none" : requests.c_str());
+    // Sources read to hash them: a stamp the store or the memo knew needs no read.
+    std::printf("sources      %llu read\n",
+                (unsigned long long)j.value("sources_read", std::uint64_t(0)));
     std::printf("page cache   %llu pycs pushed by the daemon, %llu pyc READs; %llu invalidations, "
                 "%llu re-invalidations\n",
                 (unsigned long long)j["page_cache_pushes"].get<std::uint64_t>(),

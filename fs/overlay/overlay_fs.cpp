@@ -140,6 +140,7 @@ std::string OverlayFs::stats_json() {
               {"reinvalidations", m_stats.reinvalidations.load()},
               {"requests", requests},
               {"pyc_reads", m_stats.pyc_reads.load()},
+              {"sources_read", m_cache.sources_read()},
               {"page_cache_pushes", m_stats.pushes.load()},
               {"pyc_files", pyc_files_json()},
               {"look_ahead", look_ahead},

@@ -227,6 +227,7 @@ class CliTest(harness.MountTestCase):
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertIn("requests     ", proc.stdout)
         self.assertRegex(proc.stdout, r"page cache   \d+ pycs pushed by the daemon, \d+ pyc READs")
+        self.assertRegex(proc.stdout, r"sources      \d+ read")
         self.assertRegex(proc.stdout, r"pyc files    (links to /\S+: \d+ files|FUSE files; links)")
         self.assertRegex(proc.stdout, r"look-ahead   (\d+ jobs, \d+ lookups \(\d+ found\), \d+ dropped|off)")
 

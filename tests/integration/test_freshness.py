@@ -114,6 +114,43 @@ class FreshnessTest(harness.MountTestCase):
         pycache = [d for d, _, _ in os.walk(m.source) if os.path.basename(d) == "__pycache__"]
         self.assertEqual(pycache, [])
 
+    def remount(self, m):
+        proc = m.unmount()
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertTrue(m.wait_daemon_exit(15))
+        m.pid = None
+        m.start()
+
+    def test_edits_while_unmounted(self):
+        """A fresh mount of an unchanged tree reads no source: the store keeps what each source
+        stamp (inode, size, mtime and ctime, within one boot) hashed to. A source edited while
+        nothing was mounted, same size and mtime put back, is read again and its new content
+        served (its ctime changed); the other sources are still not read."""
+        tree = {modname("u", py) + ".py": "VALUE = 'u1'\n" for py in self.pythons}
+        m = self.mount(tree, args=list(self.WATCHER_ARGS))
+        # Stamps younger than 2 s are never trusted (a same-size write may follow in the same
+        # timestamp tick): the tree was written just now.
+        time.sleep(2.2)
+        for py in self.pythons:
+            self.assertEqual(self.value(m, py, modname("u", py)), "u1")
+        # (A cold store reads some twice: once to hash, once to compile.)
+        self.assertGreaterEqual(m.stats()["sources_read"], len(self.pythons))
+        self.remount(m)
+        for py in self.pythons:
+            self.assertEqual(self.value(m, py, modname("u", py)), "u1")
+        self.assertEqual(m.stats()["sources_read"], 0, "an unchanged source was read again")
+        m.unmount()
+        self.assertTrue(m.wait_daemon_exit(15))
+        edited = modname("u", self.pythons[0])
+        write_same_stat(m.src(edited + ".py"), "VALUE = 'u2'\n")
+        time.sleep(2.2)  # past the racy window: read once, then trusted
+        m.pid = None
+        m.start()
+        for py in self.pythons:
+            want = "u2" if modname("u", py) == edited else "u1"
+            self.assertEqual(self.value(m, py, modname("u", py)), want)
+        self.assertEqual(m.stats()["sources_read"], 1)
+
     def test_edits_through_rw_mount_seen_by_next_import(self):
         tree = {modname("f", py) + ".py": "VALUE = 'v1'\n" for py in self.pythons}
         m = self.mount(tree, rw=True, args=list(self.WATCHER_ARGS))

@@ -504,3 +504,84 @@ TEST_F(BytecodeCacheTest, MemoHitNeverReadsTheSource) {
               << "  hit, racy (re-read+hash): " << time_it(*cache, nullptr) << " us ("
               << std::get<Pyc>(first).bytes.size() << " B pyc)\n";
 }
+
+// A new process (a fresh mount) over the same store: the stamps the last one learned tell it
+// what an unchanged source hashes to, so it serves the pyc without reading the source. A
+// source changed since (here: same size, mtime set back, so only its ctime differs) is read
+// again and served with its new content.
+TEST_F(BytecodeCacheTest, StampsSpareANewProcessTheSourceReads) {
+    if (test_pythons().empty()) GTEST_SKIP() << "no CPython found";
+    if (::access("/proc/sys/kernel/random/boot_id", R_OK) != 0) GTEST_SKIP() << "no boot id";
+    const auto& py = test_pythons().back();
+    BytecodeCacheOptions opts;
+    opts.pool.workers = 1;
+    opts.memo_racy_window_ns = 0; // the file was written just now
+    write_file(src(), "X = 1\n");
+    std::string first_bytes;
+    {
+        BytecodeCache first(*store, opts);
+        auto r = first.get_pyc(pkg_fd.get(), "mod.py", nullptr, py, 0, pyc::PycMode::Timestamp, "");
+        ASSERT_TRUE(std::holds_alternative<Pyc>(r));
+        first_bytes = std::get<Pyc>(r).bytes;
+        EXPECT_EQ(first.sources_read(), 1u);
+    }
+    store->flush();
+    {
+        BytecodeCache second(*store, opts);
+        auto r = second.get_pyc(pkg_fd.get(), "mod.py", nullptr, py, 0, pyc::PycMode::Timestamp, "",
+                                OnMiss::Fail);
+        ASSERT_TRUE(std::holds_alternative<Pyc>(r));
+        EXPECT_EQ(std::get<Pyc>(r).bytes, first_bytes);
+        EXPECT_EQ(second.sources_read(), 0u) << "read a source its stamp already vouched for";
+    }
+    // Same size, mtime put back: only the ctime tells.
+    struct stat before {};
+    ASSERT_EQ(::stat(src().c_str(), &before), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    write_file(src(), "X = 2\n");
+    struct timespec times[2] = {before.st_atim, before.st_mtim};
+    ASSERT_EQ(::utimensat(AT_FDCWD, src().c_str(), times, 0), 0);
+    {
+        BytecodeCache third(*store, opts);
+        auto r = third.get_pyc(pkg_fd.get(), "mod.py", nullptr, py, 0, pyc::PycMode::Timestamp, "");
+        ASSERT_TRUE(std::holds_alternative<Pyc>(r));
+        EXPECT_NE(std::get<Pyc>(r).bytes, first_bytes) << "served the old content";
+        EXPECT_EQ(third.sources_read(), 1u);
+    }
+    // A stamp too recent to trust is not kept for the next process either.
+    write_file(src(), "X = 3\n");
+    store->flush();
+    BytecodeCacheOptions strict_opts;
+    strict_opts.pool.workers = 1;
+    {
+        BytecodeCache strict(*store, strict_opts);
+        ASSERT_TRUE(std::holds_alternative<Pyc>(
+            strict.get_pyc(pkg_fd.get(), "mod.py", nullptr, py, 0, pyc::PycMode::Timestamp, "")));
+    }
+    store->flush();
+    BytecodeCache next(*store, strict_opts);
+    ASSERT_TRUE(std::holds_alternative<Pyc>(
+        next.get_pyc(pkg_fd.get(), "mod.py", nullptr, py, 0, pyc::PycMode::Timestamp, "")));
+    EXPECT_EQ(next.sources_read(), 1u) << "a racy stamp was kept";
+}
+
+// A lookup that only takes what the store has (the look-ahead's) does not read a source whose
+// content is known but not stored.
+TEST_F(BytecodeCacheTest, OnMissFailNeedsNoSourceForAKnownStamp) {
+    if (test_pythons().empty()) GTEST_SKIP() << "no CPython found";
+    const auto& py = test_pythons().back();
+    BytecodeCacheOptions opts;
+    opts.pool.workers = 1;
+    opts.memo_racy_window_ns = 0;
+    BytecodeCache c(*store, opts);
+    write_file(src(), "Y = 1\n");
+    // Stored for optimize 0 only: the stamp is now known.
+    ASSERT_TRUE(std::holds_alternative<Pyc>(
+        c.get_pyc(pkg_fd.get(), "mod.py", nullptr, py, 0, pyc::PycMode::Timestamp, "")));
+    EXPECT_EQ(c.sources_read(), 1u);
+    auto r = c.get_pyc(pkg_fd.get(), "mod.py", nullptr, py, 1, pyc::PycMode::Timestamp, "",
+                       OnMiss::Fail);
+    ASSERT_TRUE(std::holds_alternative<PycError>(r));
+    EXPECT_EQ(std::get<PycError>(r).kind, PycErrorKind::NotStored);
+    EXPECT_EQ(c.sources_read(), 1u);
+}

@@ -575,3 +575,33 @@ TEST_F(StoreFullDiskTest, KeepsServingReadsAndDropsWrites) {
     store.flush();
     EXPECT_TRUE(store.get(key_of(2000)));
 }
+
+// Stamps (source stamp -> content hash) outlive the process, within their generation only.
+TEST_F(StoreTest, StampsPersistWithinTheirGenerationAndClearDropsThem) {
+    const std::string boot_a(16, 'a'), boot_b(16, 'b');
+    {
+        Store store(options());
+        EXPECT_FALSE(store.get_stamp(boot_a + "file-1"));
+        store.put_stamp(boot_a + "file-1", "hash-1");
+        store.put_stamp(boot_a + "file-2", "hash-2");
+        store.put_stamp("short", "ignored: no generation");
+        store.flush();
+        EXPECT_EQ(store.get_stamp(boot_a + "file-1"), "hash-1");
+    }
+    {
+        Store store(options()); // another process, same boot
+        EXPECT_EQ(store.get_stamp(boot_a + "file-2"), "hash-2");
+        EXPECT_FALSE(store.get_stamp("short"));
+        // Another boot: everything from the last one goes (inode numbers repeat across boots).
+        store.put_stamp(boot_b + "file-1", "hash-1b");
+        store.flush();
+        EXPECT_FALSE(store.get_stamp(boot_a + "file-1"));
+        EXPECT_FALSE(store.get_stamp(boot_a + "file-2"));
+        EXPECT_EQ(store.get_stamp(boot_b + "file-1"), "hash-1b");
+        store.put(key_of(1), code_of(1));
+        store.flush();
+        store.clear();
+        EXPECT_FALSE(store.get_stamp(boot_b + "file-1"));
+        EXPECT_FALSE(store.get(key_of(1)));
+    }
+}
