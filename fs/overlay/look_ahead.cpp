@@ -300,6 +300,13 @@ void LookAhead::run() {
     if (usable) {
         if (receive > 3) ::close_range(3, unsigned(receive - 1), 0);
         ::close_range(unsigned(receive + 1), ~0u, 0);
+        // Standard input and output too: the table was copied before the daemon detached from
+        // its caller's, and a pipe kept open here would hold `$(pycachefs mount ...)` forever.
+        // (The thread never writes to them.)
+        int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int fd = 0; fd <= 2 && null >= 0; ++fd)
+            if (fd != null && fd != receive) ::dup2(null, fd);
+        if (null > 2 && null != receive) ::close(null);
     }
     {
         std::lock_guard lock(m_mutex);

@@ -127,6 +127,28 @@ class CliTest(harness.MountTestCase):
         self.assertEqual(m.unmount().returncode, 0)
         self.assertNoMountLeft(m)
 
+    def test_mount_with_its_output_in_pipes_returns(self):
+        """`pycachefs mount` whose output is read through pipes (`$(pycachefs mount ...)`, a
+        subprocess with captured output) returns once the mount is live: no thread of the
+        daemon keeps the caller's pipes open (the look-ahead's thread has a file table of its
+        own, copied before the daemon let go of its caller's stdio: it held them once)."""
+        py = self.pythons[-1]
+        m = harness.Mount(PKG_TREE, pythons=[py])
+        self.addCleanup(m.close)
+        try:
+            proc = subprocess.run(m.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=harness.clean_env(), cwd="/",
+                                  timeout=30)
+        except subprocess.TimeoutExpired:
+            self.fail("pycachefs mount with piped output did not return: the daemon holds the "
+                      "pipes")
+        finally:
+            if harness.is_mounted(m.mountpoint):
+                m.pid = m._read_pid()
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertTrue(harness.is_mounted(m.mountpoint))
+        self.assertEqual(m.unmount().returncode, 0)
+
     def test_extended_attributes_pass_through(self):
         py = self.pythons[-1]
         m = harness.Mount(PKG_TREE, pythons=[py])
