@@ -63,6 +63,7 @@ struct LiveStats {
     std::array<std::atomic<std::uint64_t>, std::size_t(Request::Count)> requests{};
     // Of those, the ones the look-ahead's own lookups caused (the rest: the importers' own).
     std::array<std::atomic<std::uint64_t>, std::size_t(Request::Count)> look_ahead_requests{};
+    std::atomic<std::uint64_t> look_ahead_total{0}; // their sum
     std::atomic<std::uint64_t> pyc_reads{0}; // READ requests for pycs (a push makes them rare)
     std::atomic<std::uint64_t> pushes{0};    // pycs placed in the page cache by the daemon
     std::atomic<std::uint64_t> invalidations{0};

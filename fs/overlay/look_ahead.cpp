@@ -31,6 +31,10 @@ constexpr auto k_max_job_age = std::chrono::seconds(5);
 constexpr std::size_t k_max_jobs = 64;
 // Names one stream may hold (an import of a whole framework touches a few thousand).
 constexpr std::size_t k_max_stream_names = 16384;
+// A stream whose lookups found this many names in a row in the kernel's cache is walking a tree
+// the kernel already knows (a hot mount, where an importer asked for one reclaimed name): the
+// rest would only cost CPU time next to the importer.
+constexpr std::size_t k_max_all_cached = 64;
 
 #ifndef PIDFD_THREAD
 #define PIDFD_THREAD O_EXCL
@@ -79,8 +83,8 @@ cachecore::util::UniqueFd LookAhead::open_requester(pid_t tid) {
     return cachecore::util::UniqueFd{fd < 0 ? -1 : int(fd)};
 }
 
-LookAhead::LookAhead(std::string mountpoint)
-    : m_mountpoint(std::move(mountpoint)), m_root(::geteuid() == 0) {
+LookAhead::LookAhead(std::string mountpoint, const std::atomic<std::uint64_t>* own_requests)
+    : m_mountpoint(std::move(mountpoint)), m_own_requests(own_requests), m_root(::geteuid() == 0) {
     // One thread: each would need its own table, and more made imports no faster (measured).
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
@@ -365,12 +369,25 @@ void LookAhead::run() {
         auto fd = pidfds.find(job->id);
         bool dead = fd == pidfds.end() || exited(fd->second);
         bool usable_now = !dead && identity.take(job->who, m_root);
+        bool cached = false;
         if (usable_now) {
             ++m_lookups;
+            const std::uint64_t before = m_own_requests ? m_own_requests->load() : 0;
             if (look_up(path, mount)) ++m_found;
+            cached = m_own_requests && m_own_requests->load() == before;
         }
         lock.lock();
         --m_active;
+        if (job->stream) {
+            job->all_cached = cached ? job->all_cached + 1 : 0;
+            if (job->all_cached >= k_max_all_cached) {
+                auto it = std::find(m_jobs.begin(), m_jobs.end(), job);
+                if (it != m_jobs.end()) {
+                    m_dropped += job->names.size() - job->next;
+                    m_jobs.erase(it); // its walk ends at its next extend()
+                }
+            }
+        }
         if (!usable_now) {
             // The importer is gone (or its identity cannot be taken): all its jobs go.
             ++m_dropped; // this lookup

@@ -41,7 +41,11 @@ public:
         bool operator==(const Requester&) const = default;
     };
 
-    explicit LookAhead(std::string mountpoint);
+    // `own_requests`, when given, counts the requests this look-ahead's lookups caused (the
+    // daemon counts them as it serves them): a stream whose lookups find everything cached is
+    // walking a tree the kernel already knows (a hot mount), and is dropped.
+    explicit LookAhead(std::string mountpoint,
+                       const std::atomic<std::uint64_t>* own_requests = nullptr);
     ~LookAhead(); // stop(), then waits for the threads
     LookAhead(const LookAhead&) = delete;
     LookAhead& operator=(const LookAhead&) = delete;
@@ -89,7 +93,8 @@ private:
         std::size_t next = 0;
         std::chrono::steady_clock::time_point posted; // or last extended
         bool stream = false;
-        bool open = false; // a stream still being extended
+        bool open = false;          // a stream still being extended
+        std::size_t all_cached = 0; // lookups in a row that caused no request
         bool pending() const { return next < names.size(); }
     };
     // Validates and queues; returns the job's id (0: refused).
@@ -113,6 +118,7 @@ private:
     bool look_up(const std::string& path, MountId& mount) const;
 
     std::string m_mountpoint;
+    const std::atomic<std::uint64_t>* m_own_requests;
     bool m_root;
     mutable std::mutex m_mutex;
     std::condition_variable m_cv;

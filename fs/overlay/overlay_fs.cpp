@@ -42,7 +42,7 @@ void OverlayFs::start(fuse_session* session) {
     m_view_known = m_view.read(::getpid());
     start_links();
     if (m_config.look_ahead && !m_config.mountpoint.empty() && !m_over_uring)
-        m_look_ahead = std::make_unique<LookAhead>(m_config.mountpoint);
+        m_look_ahead = std::make_unique<LookAhead>(m_config.mountpoint, &m_stats.look_ahead_total);
 }
 
 void OverlayFs::stop() {

@@ -72,8 +72,10 @@ public:
     void op_ioctl(fuse_req_t req, fuse_ino_t ino);
     void count_request(fuse_req_t req, Request kind) {
         m_stats.requests[std::size_t(kind)].fetch_add(1, std::memory_order_relaxed);
-        if (is_look_ahead(req))
+        if (is_look_ahead(req)) {
             m_stats.look_ahead_requests[std::size_t(kind)].fetch_add(1, std::memory_order_relaxed);
+            m_stats.look_ahead_total.fetch_add(1, std::memory_order_relaxed);
+        }
     }
 
     void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,

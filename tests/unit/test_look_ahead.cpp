@@ -4,6 +4,7 @@
 #include "fs/overlay/look_ahead.hpp"
 #include "fs/overlay/thread_status.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -212,6 +213,26 @@ TEST_F(LookAheadTest, AStreamGrowsWhileItRunsAndEndsWithItsImporter) {
     }
     EXPECT_TRUE(refused);
     ahead.stop();
+}
+
+// Where every lookup finds its name cached (no request reaches the daemon: here the counter
+// never moves), a stream is walking a tree the kernel knows: it is dropped after 64.
+TEST_F(LookAheadTest, AStreamThatFindsEverythingCachedIsDropped) {
+    std::atomic<std::uint64_t> requests{0};
+    LookAhead ahead(root, &requests);
+    auto who = me();
+    const auto stream = ahead.open_stream(who, LookAhead::open_requester(::getpid()));
+    ASSERT_NE(stream, 0u);
+    ASSERT_TRUE(ahead.extend(stream, std::vector<std::string>(200, "pkg/a.py"), false));
+    auto s = wait_for(ahead, [](const auto& s) { return s["waiting"] == 0; });
+    EXPECT_EQ(s["lookups"], 64);
+    EXPECT_EQ(s["dropped"], 136);
+    EXPECT_FALSE(ahead.extend(stream, {"pkg/a.py"}, true)) << "its walk should end";
+    // Jobs of post() are not cut short this way (a directory is looked ahead of once per 30 s).
+    ASSERT_TRUE(ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg",
+                           std::vector<std::string>(100, "a.py")));
+    s = wait_idle(ahead, 2);
+    EXPECT_EQ(s["lookups"], 164);
 }
 
 TEST_F(LookAheadTest, WithoutPrivilegesOnlyForItsOwnUserAndGroups) {
