@@ -82,7 +82,7 @@ void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int opti
 }
 
 void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
-                                     const std::string& module) {
+                                     const std::string& module, bool walk_imports) {
     if (!m_look_ahead || asker.own) return;
     std::vector<std::pair<dev_t, ino_t>> listed_before;
     {
@@ -96,7 +96,7 @@ void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, 
         slot.n_listed = 0;
     }
     if (!asker.pidfd) return;
-    look_ahead_imports(asker, dir, index, optimize, module);
+    if (walk_imports) look_ahead_imports(asker, dir, index, optimize, module);
     post_look_ahead(asker, dir, index, optimize, module);
     // The process turned out to be an importer: the directories it listed before (the sys.path
     // entries it searched) are where its next top-level imports come from.

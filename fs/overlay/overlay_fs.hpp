@@ -160,8 +160,10 @@ private:
     // index < 0: the asker's known interpreter (a listing).
     void prepare_look_ahead(Asker& asker, Inode& dir, int index, int optimize);
     bool looked_ahead_recently(Inode& dir, int index, int optimize);
+    // `walk_imports`: also along the module's imports (not for a module just compiled: its
+    // imports are being compiled ahead, and a look-ahead never waits for a compile).
     void look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
-                              const std::string& module);
+                              const std::string& module, bool walk_imports);
     void look_ahead_after_listing(const Asker& asker, Inode& dir);
     void importer_is_walker(const Asker& asker);
     void post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,

@@ -290,7 +290,7 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
         Asker asker = asker_of(req);
         prepare_look_ahead(asker, dir, index, parsed->optimize);
         fuse_ino_t ino = reply_link_entry(req, pycache, name, *pyc, *blob);
-        look_ahead_after_pyc(asker, dir, index, parsed->optimize, parsed->module);
+        look_ahead_after_pyc(asker, dir, index, parsed->optimize, parsed->module, !blob->compiled);
         return ino;
     }
     m_table.add_lookup(*pyc);
@@ -312,7 +312,7 @@ fuse_ino_t OverlayFs::lookup_pycache_entry(fuse_req_t req, Inode& pycache, const
     // Served: the kernel now has the exact size and gets the bytes by READ or by the push.
     count_delivery(*pyc, *blob);
     if (world_readable) push_to_page_cache(*pyc, false);
-    look_ahead_after_pyc(asker, dir, index, parsed->optimize, parsed->module);
+    look_ahead_after_pyc(asker, dir, index, parsed->optimize, parsed->module, !blob->compiled);
     return e.ino;
 }
 
