@@ -17,7 +17,6 @@
 // compile-ahead, import_prefetch.cpp).
 #include "cachecore/imports/import_scanner.hpp"
 #include "cachecore/pyc/cache_name.hpp"
-#include "cachecore/source_reader.hpp"
 #include "cachecore/util/open_beneath.hpp"
 #include "fs/overlay/background_queue.hpp"
 #include "fs/overlay/look_ahead.hpp"
@@ -25,6 +24,7 @@
 #include "fs/overlay/source_access.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,6 +38,9 @@ constexpr std::size_t k_max_walked = 4096;
 // Modules an importer's walks remember as covered (forgotten when full: a walk then repeats
 // lookups the kernel answers from its cache).
 constexpr std::size_t k_max_covered = 65536;
+// Larger sources are not scanned (generated tables, vendored bundles: their imports, if any,
+// are the importer's to ask for).
+constexpr off_t k_max_source_size = 8 << 20;
 
 } // namespace
 
@@ -108,20 +111,29 @@ void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& group
         return names;
     };
     // The import statements of a module's source, when the importer may read it.
+    // The import statements of a module's source, when the importer may read it. Opened
+    // beneath the root without following a final symlink, and checked on the open file: a
+    // name swapped for a link meanwhile leads nowhere else.
     auto imports_of = [&](const ModuleFile& module) {
         std::vector<ImportRef> refs;
-        auto dirfd = cachecore::util::open_beneath(root_fd, module.dir, O_PATH | O_DIRECTORY);
+        auto fd = cachecore::util::open_beneath(root_fd, module.path(), O_RDONLY | O_NONBLOCK);
         struct stat st;
-        if (!dirfd || ::fstatat(dirfd.get(), module.file.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISREG(st.st_mode) || !may_read(uid, gid, st, in_group))
+        if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+            !may_read(uid, gid, st, in_group) || st.st_size > k_max_source_size)
             return refs;
-        auto read = cachecore::read_source(dirfd.get(), module.file, nullptr, 1);
-        if (auto* bytes = std::get_if<cachecore::SourceBytes>(&read)) {
-            for (auto& ref : cachecore::imports::scan_imports(bytes->bytes)) {
-                if (ref.deferred) continue; // a function's imports may never run
-                if (ref.level == 0 && interpreter.startup_modules.count(ref.module)) continue;
-                refs.push_back(std::move(ref));
-            }
+        std::string source(std::size_t(st.st_size), '\0');
+        std::size_t used = 0;
+        while (used < source.size()) {
+            ssize_t n = ::read(fd.get(), source.data() + used, source.size() - used);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            used += std::size_t(n);
+        }
+        source.resize(used);
+        for (auto& ref : cachecore::imports::scan_imports(source)) {
+            if (ref.deferred) continue; // a function's imports may never run
+            if (ref.level == 0 && interpreter.startup_modules.count(ref.module)) continue;
+            refs.push_back(std::move(ref));
         }
         return refs;
     };
