@@ -130,7 +130,15 @@ class LinksTest(harness.MountTestCase):
                 before = harness.wait_look_ahead_idle(m.mountpoint)
                 self.import_checked(m, py)
                 after = m.stats()
-                self.assertEqual(total_requests(after), total_requests(before),
+                # Nothing but, at most, a READLINK or two: this VM reclaims idle page cache,
+                # cached link texts included (once seen in CI: 2 of the 4). With FUSE files the
+                # same import sends an ioctl (and maybe a READ) per pyc, and without links a
+                # LOOKUP each after the entry timeout.
+                readlinks = (after["requests"].get("readlink", 0)
+                             - before["requests"].get("readlink", 0))
+                self.assertLessEqual(readlinks, 2, "%r -> %r" % (before["requests"],
+                                                                after["requests"]))
+                self.assertEqual(total_requests(after) - readlinks, total_requests(before),
                                  "%r -> %r" % (before["requests"], after["requests"]))
         self.assertEqual(m.stats()["pyc_files"]["files"], len(MODULES) * len(self.pythons))
         m.assert_source_unchanged(self)
