@@ -111,21 +111,22 @@ class LookAheadTest(harness.MountTestCase):
         self.assertTrue(ok, "no look-ahead job: %r" % m.stats()["look_ahead"])
         return harness.wait_look_ahead_idle(m.mountpoint)
 
-    def phases(self, m, py, pkg, later, user=None, groups=()):
-        """Runs PHASES: phase 1, then each group of `later` (a list of module lists) once the
-        look-ahead is idle. Returns ([stats when each group starts, stats at the end], stderr)."""
-        cmd = [py.path, "-v", "-c", PHASES, pkg] + [",".join(g) for g in later]
+    def run_paused(self, m, argv, root, rounds, user=None, groups=()):
+        """Runs argv (an interpreter and its arguments) with PYTHONPATH=root, as `user` when
+        given; it says "ready" and waits `rounds` times, each answered once the look-ahead is
+        idle, then prints "done". Returns ([stats at each "ready", stats at the end], stderr)."""
+        cmd = list(argv)
         if user is not None:
             group_args = (["--groups", ",".join(str(g) for g in groups)] if groups
                           else ["--clear-groups"])
             cmd = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid)] + \
                 group_args + ["--"] + cmd
-        proc = subprocess.Popen(cmd, env=harness.clean_env({"PYTHONPATH": m.mountpoint}),
+        proc = subprocess.Popen(cmd, env=harness.clean_env({"PYTHONPATH": root}),
                                 cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, universal_newlines=True)
         snapshots = []
         try:
-            for _ in later:
+            for _ in range(rounds):
                 line = proc.stdout.readline()
                 if line.strip() != "ready":
                     proc.kill()
@@ -143,6 +144,12 @@ class LookAheadTest(harness.MountTestCase):
         self.assertEqual(out.strip().splitlines()[-1], "done")
         snapshots.append(m.stats())
         return snapshots, err
+
+    def phases(self, m, py, pkg, later, user=None, groups=()):
+        """Runs PHASES: phase 1, then each group of `later` (a list of module lists) once the
+        look-ahead is idle. Returns ([stats when each group starts, stats at the end], stderr)."""
+        argv = [py.path, "-v", "-c", PHASES, pkg] + [",".join(g) for g in later]
+        return self.run_paused(m, argv, m.mountpoint, len(later), user, groups)
 
     def assertFromPycs(self, err, m, pkg, names, py):
         pycs, sources = harness.code_object_sources(err)
@@ -193,27 +200,9 @@ class LookAheadTest(harness.MountTestCase):
     def run_chain(self, m, py, root, user=None):
         """Runs `import app` from `root` (see chain()); returns (stats once c0.inner.mod waits
         and the look-ahead is idle, stats at the end, -v stderr)."""
-        cmd = [py.path, "-v", "-c", "import app; print('done', flush=True)"]
-        if user is not None:
-            cmd = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid),
-                   "--clear-groups", "--"] + cmd
-        proc = subprocess.Popen(cmd, env=harness.clean_env({"PYTHONPATH": root}), cwd="/",
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, universal_newlines=True)
-        try:
-            line = proc.stdout.readline()
-            if line.strip() != "ready":
-                proc.kill()
-                self.fail("import failed: %r %s" % (line, proc.communicate(timeout=30)[1][-3000:]))
-            settled = self.wait_idle(m)
-            out, err = proc.communicate("go\n", timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        self.assertEqual(proc.returncode, 0, err[-3000:])
-        self.assertEqual(out.strip().splitlines()[-1], "done")
-        return settled, m.stats(), err
+        (settled, after), err = self.run_paused(
+            m, [py.path, "-v", "-c", "import app; print('done', flush=True)"], root, 1, user)
+        return settled, after, err
 
     def test_follows_the_import_statements(self):
         """Every CPython: once an importer asks for a module's pyc, the look-ahead walks the
