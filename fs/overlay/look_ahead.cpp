@@ -405,11 +405,16 @@ void LookAhead::run() {
     // This thread's table (the socket end and the pidfds) goes with the thread.
 }
 
+std::shared_ptr<void> LookAhead::preparing() {
+    m_preparing.fetch_add(1);
+    return {this, [](LookAhead* self) { self->m_preparing.fetch_sub(1); }};
+}
+
 nlohmann::json LookAhead::stats() const {
-    std::size_t waiting = 0;
+    std::size_t waiting = m_preparing.load();
     {
         std::lock_guard lock(m_mutex);
-        waiting = m_active;
+        waiting += m_active;
         // A stream still being extended counts as one: its walk is not done.
         for (const auto& job : m_jobs) waiting += job->names.size() - job->next + job->open;
     }

@@ -73,6 +73,10 @@ public:
     // Appends to a stream; `last` closes it. False when the stream is gone (its importer has
     // exited, it was dropped, stopped): the walk feeding it should end.
     bool extend(std::uint64_t stream, std::vector<std::string> names, bool last);
+    // Held by a request handler from before its reply until it has posted the jobs the request
+    // starts (or found there are none): stats() counts it as waiting, so that the look-ahead
+    // never looks idle between an importer's answer and the work that answer sets off.
+    [[nodiscard]] std::shared_ptr<void> preparing();
     // A request the kernel sent on behalf of one of our threads.
     bool is_own(pid_t tid) const;
     // No new lookups from now on (one in progress finishes); does not wait.
@@ -80,7 +84,7 @@ public:
 
     // jobs, lookups, found (the name existed), dropped (never made: the importer had exited,
     // or was superseded), waiting (not made yet, or in progress; a stream still being walked
-    // counts one).
+    // counts one, and so does a request being prepared).
     nlohmann::json stats() const;
 
 private:
@@ -127,6 +131,7 @@ private:
     std::atomic<pid_t> m_tid{0};
     std::atomic<std::uint64_t> m_posted{0}, m_dropped{0}, m_lookups{0}, m_found{0};
     std::size_t m_active = 0; // lookups in progress (guarded by m_mutex)
+    std::atomic<std::size_t> m_preparing{0};
     // The thread works with a file table of its own, holding none of the daemon's descriptors
     // (above all not /dev/fuse): if the daemon dies (SIGKILL, a crash) while the thread waits for
     // an answer to its own lookup, the daemon's table still goes, /dev/fuse closes, the kernel

@@ -46,7 +46,7 @@ bool OverlayFs::is_look_ahead(fuse_req_t req) const {
 
 OverlayFs::Asker OverlayFs::asker_of(fuse_req_t req) const {
     const fuse_ctx* ctx = fuse_req_ctx(req);
-    return Asker{ctx->pid, ctx->uid, ctx->gid, is_look_ahead(req), nullptr};
+    return Asker{ctx->pid, ctx->uid, ctx->gid, is_look_ahead(req), nullptr, nullptr};
 }
 
 bool OverlayFs::looked_ahead_recently(Inode& dir, int index, int optimize) {
@@ -78,7 +78,9 @@ void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int opti
     // import_look_ahead.cpp); a listing only a look-ahead of its directory.
     if (!pyc && looked_ahead_recently(dir, index, optimize)) return;
     auto fd = LookAhead::open_requester(asker.pid);
-    if (fd) asker.pidfd = std::make_shared<cachecore::util::UniqueFd>(std::move(fd));
+    if (!fd) return;
+    asker.pidfd = std::make_shared<cachecore::util::UniqueFd>(std::move(fd));
+    asker.preparing = m_look_ahead->preparing();
 }
 
 void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,

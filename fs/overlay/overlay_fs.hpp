@@ -154,6 +154,8 @@ private:
         bool own = false; // our own look-ahead
         // Opened before the reply by prepare_look_ahead when a job is likely: names the asker.
         std::shared_ptr<cachecore::util::UniqueFd> pidfd;
+        // With the pidfd: the look-ahead counts this request as waiting until it is done with.
+        std::shared_ptr<void> preparing;
     };
     bool is_look_ahead(fuse_req_t req) const;
     Asker asker_of(fuse_req_t req) const;

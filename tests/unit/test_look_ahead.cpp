@@ -117,6 +117,22 @@ TEST_F(LookAheadTest, LooksUpNamesAndNeverLeavesTheMount) {
     EXPECT_EQ(s["dropped"], 0);
 }
 
+TEST_F(LookAheadTest, ARequestBeingPreparedIsWaitingWork) {
+    // Between an importer's answer and the jobs that answer starts, the look-ahead is not idle:
+    // a caller that waits for idle (a test, a benchmark) would measure before the work ran.
+    LookAhead ahead(root);
+    auto first = ahead.preparing();
+    auto second = ahead.preparing();
+    EXPECT_EQ(ahead.stats()["waiting"], 2);
+    first.reset();
+    EXPECT_EQ(ahead.stats()["waiting"], 1);
+    ASSERT_TRUE(ahead.post(me(), LookAhead::open_requester(::getpid()), "pkg", {"a.py"}));
+    second.reset();
+    auto s = wait_idle(ahead, 1);
+    EXPECT_EQ(s["lookups"], 1);
+    EXPECT_EQ(s["waiting"], 0);
+}
+
 TEST_F(LookAheadTest, LooksUpWithTheImportersIdentityOnly) {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (to take another identity)";
     const pid_t main_tid = pid_t(::syscall(SYS_gettid));
