@@ -3,6 +3,7 @@
 #include "cachecore/util/log.hpp"
 
 #include <exception>
+#include <pthread.h>
 #include <sched.h>
 #include <string>
 
@@ -38,6 +39,7 @@ void BackgroundQueue::stop() {
 }
 
 void BackgroundQueue::run() {
+    pthread_setname_np(pthread_self(), "pcfs-background"); // for top -H, perf, /proc
     // Walking sources for compiles ahead must not take CPU time from an importer.
     sched_param param{};
     ::sched_setscheduler(0, SCHED_IDLE, &param); // this thread only (0 = the caller)

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <set>
 #include <sys/eventfd.h>
 #include <sys/fanotify.h>
@@ -155,6 +156,7 @@ std::string ChangeWatcher::describe() const {
 }
 
 void ChangeWatcher::run() {
+    pthread_setname_np(pthread_self(), "pcfs-watcher"); // for top -H, perf, /proc
     alignas(inotify_event) char buf[64 * 1024];
     while (!m_stopping) {
         const int events_fd = m_fanotify ? m_fanotify.get() : m_inotify.get();

@@ -13,6 +13,7 @@
 #include <linux/openat2.h>
 #include <map>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/fsuid.h>
 #include <sys/socket.h>
@@ -298,6 +299,7 @@ std::shared_ptr<LookAhead::Job> LookAhead::pick() {
 
 void LookAhead::run() {
     m_tid = pid_t(::syscall(SYS_gettid));
+    pthread_setname_np(pthread_self(), "pcfs-lookahead"); // for top -H, perf, /proc
     // A file table of its own with nothing in it but its end of the socket pair.
     const int receive = m_receive;
     bool usable = ::unshare(CLONE_FILES) == 0;
