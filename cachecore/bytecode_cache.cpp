@@ -1,5 +1,6 @@
 #include "cachecore/bytecode_cache.hpp"
 
+#include "cachecore/imports/import_list_codec.hpp"
 #include "cachecore/pyc/siphash.hpp"
 #include "cachecore/recent_entries.hpp"
 #include "cachecore/source_reader.hpp"
@@ -146,6 +147,7 @@ struct BytecodeCache::Impl {
     // tree reads no source at all. Empty: not kept (boot unknown).
     const std::string generation = boot_generation();
     std::atomic<std::uint64_t> sources_read{0};
+    std::atomic<std::uint64_t> import_lists_stored{0}, import_lists_scanned{0};
 
     // What the memo, or the store's stamps, know `stamp` hashes to.
     std::optional<hash::ContentHash> known(store::Store& st, const SourceStamp& stamp) {
@@ -269,6 +271,57 @@ python::CompilerPool& BytecodeCache::pool_for(const python::Interpreter& interpr
 
 std::uint64_t BytecodeCache::sources_read() const {
     return m_impl->sources_read.load();
+}
+
+BytecodeCache::ImportListCounts BytecodeCache::import_lists() const {
+    return {m_impl->import_lists_stored.load(), m_impl->import_lists_scanned.load()};
+}
+
+namespace {
+
+std::string import_list_key(const hash::ContentHash& content) {
+    std::string key(1, char(imports::k_scanner_version));
+    key.append(reinterpret_cast<const char*>(content.bytes.data()), content.bytes.size());
+    return key;
+}
+
+std::vector<imports::ImportRef> scan_and_keep(store::Store& store, std::string_view source,
+                                              const hash::ContentHash& content) {
+    auto refs = imports::scan_imports(source);
+    store.put_imports(import_list_key(content), imports::encode_import_list(refs));
+    return refs;
+}
+
+} // namespace
+
+std::optional<std::vector<imports::ImportRef>> BytecodeCache::imports_of(int fd,
+                                                                        const struct stat& st) {
+    auto stored = [&](const hash::ContentHash& content) {
+        std::optional<std::vector<imports::ImportRef>> refs;
+        if (auto value = m_store.get_imports(import_list_key(content)))
+            refs = imports::decode_import_list(*value);
+        if (refs) ++m_impl->import_lists_stored;
+        return refs;
+    };
+    const auto known = m_impl->known(m_store, SourceStamp::of(st));
+    if (known)
+        if (auto refs = stored(*known)) return refs;
+    auto read = read_open_source(fd);
+    auto* source = std::get_if<SourceBytes>(&read);
+    if (!source) return std::nullopt;
+    ++m_impl->sources_read;
+    const auto content = hash::ContentHash::of(source->bytes);
+    m_impl->learn(m_store, source->stamp, content);
+    // Content seen before under another stamp (a copy, a touched or reverted file).
+    if (!known || !(*known == content))
+        if (auto refs = stored(content)) return refs;
+    ++m_impl->import_lists_scanned;
+    return scan_and_keep(m_store, source->bytes, content);
+}
+
+std::vector<imports::ImportRef> BytecodeCache::imports_in(std::string_view source) {
+    ++m_impl->import_lists_scanned;
+    return scan_and_keep(m_store, source, hash::ContentHash::of(source));
 }
 
 std::map<std::string, store::Counters> BytecodeCache::counters() const {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "cachecore/imports/import_scanner.hpp"
 #include "cachecore/pyc/header.hpp"
 #include "cachecore/python/compiler_pool.hpp"
 #include "cachecore/python/interpreter.hpp"
@@ -13,6 +14,7 @@
 #include <string>
 #include <sys/stat.h>
 #include <variant>
+#include <vector>
 
 namespace cachecore {
 
@@ -81,10 +83,24 @@ public:
                                                 int optimize);
     bool prefetching() const;
 
+    // The import statements of the open source `fd` (`st`: its fstat), deferred ones included,
+    // for a walk along the import graph. Taken from the store when the source's content is known
+    // from its stamp and was scanned before: no read. Otherwise read (once, consistently),
+    // hashed, scanned, and kept for next time. nullopt when it cannot be read.
+    std::optional<std::vector<imports::ImportRef>> imports_of(int fd, const struct stat& st);
+    // The same for source bytes the caller has read already: scanned, and kept.
+    std::vector<imports::ImportRef> imports_in(std::string_view source);
+
     // Counters since start, per cache tag. Deltas are pushed to store.add_counters about once a
     // second, on push_counters() and on destruction.
     // Sources read (and hashed) by this process: not known from a stamp (see SourceMemo).
     std::uint64_t sources_read() const;
+    // Import lists imports_of() took from the store, and those it had to scan.
+    struct ImportListCounts {
+        std::uint64_t from_store = 0;
+        std::uint64_t scanned = 0;
+    };
+    ImportListCounts import_lists() const;
     std::map<std::string, store::Counters> counters() const;
     void push_counters();
     python::CompilerPool& pool_for(const python::Interpreter& interpreter);

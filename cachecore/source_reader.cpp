@@ -28,6 +28,35 @@ std::variant<struct stat, SourceFailure> stat_source(int dirfd, const std::strin
     return st;
 }
 
+std::variant<SourceBytes, SourceFailure> read_open_source(int fd) {
+    struct stat before {};
+    if (::fstat(fd, &before) != 0) return failure(errno, "fstat");
+    if (!S_ISREG(before.st_mode)) return SourceFailure{true, ENOENT, "not a regular file"};
+
+    SourceBytes out;
+    out.bytes.resize(std::size_t(before.st_size) + 1);
+    std::size_t used = 0;
+    for (;;) {
+        if (used == out.bytes.size()) out.bytes.resize(out.bytes.size() * 2 + 4096);
+        ssize_t n = ::pread(fd, out.bytes.data() + used, out.bytes.size() - used, off_t(used));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return failure(errno, "read");
+        }
+        if (n == 0) break;
+        used += std::size_t(n);
+    }
+    out.bytes.resize(used);
+
+    struct stat after {};
+    if (::fstat(fd, &after) != 0) return failure(errno, "fstat");
+    out.stamp = SourceStamp::of(before);
+    // The header will claim this stamp, so the bytes must be exactly what it describes.
+    if (!(out.stamp == SourceStamp::of(after)) || std::int64_t(used) != before.st_size)
+        return SourceFailure{false, EAGAIN, "read (source changed)"};
+    return out;
+}
+
 std::variant<SourceBytes, SourceFailure> read_source(int dirfd, const std::string& name,
                                                      const SourceStamp* expected, int attempts) {
     std::optional<SourceStamp> want;
@@ -35,37 +64,17 @@ std::variant<SourceBytes, SourceFailure> read_source(int dirfd, const std::strin
     for (int attempt = 0; attempt < attempts; ++attempt) {
         util::UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
         if (!fd) return failure(errno, "open");
-        struct stat before {};
-        if (::fstat(fd.get(), &before) != 0) return failure(errno, "fstat");
-        if (!S_ISREG(before.st_mode)) return SourceFailure{true, ENOENT, "not a regular file"};
-
-        SourceBytes out;
-        out.bytes.resize(std::size_t(before.st_size) + 1);
-        std::size_t used = 0;
-        for (;;) {
-            if (used == out.bytes.size()) out.bytes.resize(out.bytes.size() * 2 + 4096);
-            ssize_t n = ::read(fd.get(), out.bytes.data() + used, out.bytes.size() - used);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                return failure(errno, "read");
-            }
-            if (n == 0) break;
-            used += std::size_t(n);
+        auto read = read_open_source(fd.get());
+        if (auto* f = std::get_if<SourceFailure>(&read)) {
+            if (f->err_no == EAGAIN) continue;
+            return read;
         }
-        out.bytes.resize(used);
-
-        struct stat after {};
-        if (::fstat(fd.get(), &after) != 0) return failure(errno, "fstat");
-        const auto stamp_before = SourceStamp::of(before);
-        const auto stamp_after = SourceStamp::of(after);
-        // The header will claim this stamp, so the bytes must be exactly what it describes.
-        if (!(stamp_before == stamp_after) || std::int64_t(used) != before.st_size) continue;
-        if (want && !(*want == stamp_before)) {
-            want = stamp_before; // the file moved on since the caller's stat: confirm once more
+        auto& out = std::get<SourceBytes>(read);
+        if (want && !(*want == out.stamp)) {
+            want = out.stamp; // the file moved on since the caller's stat: confirm once more
             continue;
         }
-        out.stamp = stamp_before;
-        return out;
+        return read;
     }
     return SourceFailure{false, EAGAIN, "read (source kept changing)"};
 }

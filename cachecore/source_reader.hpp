@@ -25,6 +25,10 @@ struct SourceBytes {
     SourceStamp stamp;
 };
 
+// One read of an open source from its start (the file offset is not used): re-checks the type,
+// reads to EOF, and fails with EAGAIN when the file changed meanwhile.
+std::variant<SourceBytes, SourceFailure> read_open_source(int fd);
+
 // Opens with O_RDONLY|O_NONBLOCK|O_CLOEXEC (a FIFO swapped in never blocks), re-checks the type
 // with fstat, reads to EOF and fstats again. Retries when the file changed during the read or does
 // not match `expected` (then the newer stamp is expected); after `attempts` tries: EAGAIN.

@@ -101,6 +101,7 @@ std::shared_ptr<Environment> Environment::open(const std::filesystem::path& dir,
         lmdb::check(mdb_dbi_open(txn, k_counters_db, MDB_CREATE, &env->m_counters),
                     "open counters");
         lmdb::check(mdb_dbi_open(txn, k_stamps_db, MDB_CREATE, &env->m_stamps), "open stamps");
+        lmdb::check(mdb_dbi_open(txn, k_imports_db, MDB_CREATE, &env->m_imports), "open imports");
     });
     check(rc);
 

@@ -17,6 +17,8 @@ inline constexpr const char* k_atimes_db = "atimes";     // StoreKey bytes -> u6
 inline constexpr const char* k_counters_db = "counters"; // cache tag -> 7 x 8 bytes LE
 // Source stamp (with a generation prefix) -> content hash: see Store::get_stamp.
 inline constexpr const char* k_stamps_db = "stamps";
+// Scanner version + content hash -> a source's import statements: see Store::get_imports.
+inline constexpr const char* k_imports_db = "imports";
 
 // One LMDB environment per directory per process: LMDB forbids opening an environment twice in
 // a process (closing one would drop the other's POSIX locks), so Stores on one directory share
@@ -59,6 +61,7 @@ public:
     MDB_dbi atimes() const { return m_atimes; }
     MDB_dbi counters() const { return m_counters; }
     MDB_dbi stamps() const { return m_stamps; }
+    MDB_dbi imports() const { return m_imports; }
     const std::filesystem::path& dir() const { return m_dir; }
     // Pages of the entries and access-time databases, in bytes, as seen by `txn`: this is
     // LMDB's own accounting, so it is right with any number of processes writing.
@@ -75,6 +78,7 @@ private:
     MDB_dbi m_atimes = 0;
     MDB_dbi m_counters = 0;
     MDB_dbi m_stamps = 0;
+    MDB_dbi m_imports = 0;
     std::shared_mutex m_map_lock; // shared by every live txn, exclusive to re-map
     std::mutex m_pool_mutex;
     std::vector<MDB_txn*> m_pool; // reset read transactions (MDB_NOTLS: any thread may renew)

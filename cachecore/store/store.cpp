@@ -45,6 +45,24 @@ void read_ahead(const MDB_val& v) {
     ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
 }
 
+// A value of one of the side tables (stamps, import lists): a copy, or nullopt when missing or
+// unreadable (they only save work, so a failure is a miss).
+std::optional<std::string> get_side(Environment& env, const std::filesystem::path& dir,
+                                    MDB_dbi dbi, std::string_view key, const char* what) {
+    MDB_val kv{key.size(), const_cast<char*>(key.data())};
+    try {
+        auto lease = env.read();
+        MDB_val v{};
+        int rc = mdb_get(lease.txn(), dbi, &kv, &v);
+        if (rc == MDB_NOTFOUND) return std::nullopt;
+        lmdb::check(rc, what);
+        return std::string(lmdb::view(v));
+    } catch (const lmdb::Failure& e) {
+        LOG_DEBUG("store " + dir.string() + ": " + e.what());
+        return std::nullopt;
+    }
+}
+
 } // namespace
 
 struct Store::Impl {
@@ -100,18 +118,16 @@ std::optional<Entry> Store::get(const StoreKey& key) {
 }
 
 std::optional<std::string> Store::get_stamp(std::string_view key) {
-    MDB_val kv{key.size(), const_cast<char*>(key.data())};
-    try {
-        auto lease = m_impl->env->read();
-        MDB_val v{};
-        int rc = mdb_get(lease.txn(), m_impl->env->stamps(), &kv, &v);
-        if (rc == MDB_NOTFOUND) return std::nullopt;
-        lmdb::check(rc, "get stamp");
-        return std::string(lmdb::view(v));
-    } catch (const lmdb::Failure& e) {
-        LOG_DEBUG("store " + m_impl->options.dir.string() + ": " + e.what());
-        return std::nullopt;
-    }
+    return get_side(*m_impl->env, m_impl->options.dir, m_impl->env->stamps(), key, "get stamp");
+}
+
+std::optional<std::string> Store::get_imports(std::string_view key) {
+    return get_side(*m_impl->env, m_impl->options.dir, m_impl->env->imports(), key,
+                    "get imports");
+}
+
+void Store::put_imports(std::string key, std::string value) {
+    m_impl->writer->put_imports(std::move(key), std::move(value));
 }
 
 void Store::put_stamp(std::string key, std::string value) {
@@ -244,6 +260,7 @@ void Store::clear() {
             lmdb::check(mdb_drop(txn, m_impl->env->entries(), 0), "clear entries");
             lmdb::check(mdb_drop(txn, m_impl->env->atimes(), 0), "clear access times");
             lmdb::check(mdb_drop(txn, m_impl->env->stamps(), 0), "clear stamps");
+            lmdb::check(mdb_drop(txn, m_impl->env->imports(), 0), "clear imports");
         },
         "clear");
 }

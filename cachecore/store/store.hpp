@@ -76,6 +76,11 @@ public:
     static constexpr std::size_t k_stamp_generation_size = 16;
     std::optional<std::string> get_stamp(std::string_view key);
     void put_stamp(std::string key, std::string value); // queued
+    // The import statements found in a source (imports::encode_import_list), by scanner version
+    // and content hash: a walk of the import graph need not read a source scanned before.
+    // Bounded in number like the stamps; kept across boots (content does not change).
+    std::optional<std::string> get_imports(std::string_view key);
+    void put_imports(std::string key, std::string value); // queued
     void flush(); // blocks until everything queued so far is committed (or dropped)
 
     Usage usage();
@@ -83,7 +88,7 @@ public:
     void zero_counters();
     VerifyReport verify();                              // checks every entry, deletes bad ones
     std::uint64_t evict_to(std::uint64_t target_bytes); // returns entries removed
-    void clear(); // removes every entry and stamp (counters kept)
+    void clear(); // removes every entry, stamp and import list (counters kept)
     // Visits every key (for stats per interpreter); stops when `visit` returns false.
     void for_each_key(const std::function<bool(const StoreKey&, EntryKind, std::size_t)>& visit);
 

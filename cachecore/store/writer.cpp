@@ -20,6 +20,10 @@ constexpr std::size_t k_max_pending_touches = 1u << 16;
 constexpr std::size_t k_max_pending_stamps = 1u << 16;
 // Stamps kept (~100 bytes each); at the bound all go (each then costs one read of its source).
 constexpr std::size_t k_max_stamps = 1u << 18;
+// Import lists kept (a few hundred bytes each); at the bound all go (each then costs one read
+// and scan of its source again). Queued ones past the pending bound are dropped.
+constexpr std::size_t k_max_import_lists = 1u << 16;
+constexpr std::size_t k_max_pending_imports = 1u << 14;
 // Puts past this many queued bytes are dropped: a stalled disk must not grow memory unbounded.
 constexpr std::size_t k_max_pending_bytes = 256u << 20;
 constexpr auto k_warning_interval = std::chrono::minutes(5);
@@ -83,6 +87,14 @@ void Writer::put_stamp(std::string key, std::string value) {
     if (m_pending.stamps.size() >= k_max_pending_stamps) return;
     m_pending.bytes += key.size() + value.size();
     m_pending.stamps.emplace_back(std::move(key), std::move(value));
+    enqueued(lock);
+}
+
+void Writer::put_imports(std::string key, std::string value) {
+    std::unique_lock lock(m_mutex);
+    if (m_pending.imports.size() >= k_max_pending_imports) return;
+    m_pending.bytes += key.size() + value.size();
+    m_pending.imports.emplace_back(std::move(key), std::move(value));
     enqueued(lock);
 }
 
@@ -161,6 +173,7 @@ void Writer::write_batch(MDB_txn* txn, const Batch& batch) {
         lmdb::check(mdb_put(txn, m_env->counters(), &k, &nv, 0), "write counters");
     }
     if (!batch.stamps.empty()) write_stamps(txn, batch.stamps);
+    if (!batch.imports.empty()) write_imports(txn, batch.imports);
     // Evict in the same transaction: the committed store never sits above its limit. Down to 90%
     // so that the next few batches do not each pay for a scan.
     if (!batch.puts.empty() && m_env->used_bytes(txn) > m_max_size) {
@@ -192,6 +205,19 @@ void Writer::write_stamps(MDB_txn* txn,
         MDB_val k = lmdb::to_val(key);
         MDB_val v = lmdb::to_val(value);
         lmdb::check(mdb_put(txn, dbi, &k, &v, 0), "put stamp");
+    }
+}
+
+void Writer::write_imports(MDB_txn* txn,
+                           const std::vector<std::pair<std::string, std::string>>& imports) {
+    const MDB_dbi dbi = m_env->imports();
+    MDB_stat st{};
+    lmdb::check(mdb_stat(txn, dbi, &st), "count import lists");
+    if (st.ms_entries >= k_max_import_lists) lmdb::check(mdb_drop(txn, dbi, 0), "drop imports");
+    for (const auto& [key, value] : imports) {
+        MDB_val k = lmdb::to_val(key);
+        MDB_val v = lmdb::to_val(value);
+        lmdb::check(mdb_put(txn, dbi, &k, &v, 0), "put imports");
     }
 }
 

@@ -37,6 +37,7 @@ public:
     void touch(std::string key);
     void add_counters(const std::string& tag, const Counters& delta);
     void put_stamp(std::string key, std::string value); // see Store::get_stamp
+    void put_imports(std::string key, std::string value); // see Store::get_imports
     void flush();
 
     // A write on the calling thread (clear, evict_to, ...), with the same failure reporting.
@@ -50,11 +51,12 @@ private:
         std::unordered_set<std::string> touches;
         std::map<std::string, Counters> counters;
         std::vector<std::pair<std::string, std::string>> stamps;
+        std::vector<std::pair<std::string, std::string>> imports;
         std::size_t bytes = 0;
         std::size_t ops = 0;
         bool empty() const {
             return puts.empty() && corrupt.empty() && touches.empty() && counters.empty() &&
-                   stamps.empty();
+                   stamps.empty() && imports.empty();
         }
     };
 
@@ -62,6 +64,8 @@ private:
     void apply(const Batch& batch);
     void write_batch(MDB_txn* txn, const Batch& batch);
     void write_stamps(MDB_txn* txn, const std::vector<std::pair<std::string, std::string>>& stamps);
+    void write_imports(MDB_txn* txn,
+                       const std::vector<std::pair<std::string, std::string>>& imports);
     void note_result(int rc, const char* what);
     void enqueued(std::unique_lock<std::mutex>& lock);
 

@@ -51,8 +51,12 @@ int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
     }
     std::printf("requests     %s\n", requests.empty() ? "none" : requests.c_str());
     // Sources read to hash them: a stamp the store or the memo knew needs no read.
-    std::printf("sources      %llu read\n",
-                (unsigned long long)j.value("sources_read", std::uint64_t(0)));
+    // Import lists (for walks of the import graph) come from the store when scanned before.
+    const auto lists = j.value("import_lists", nlohmann::json::object());
+    std::printf("sources      %llu read; import lists: %llu from the store, %llu scanned\n",
+                (unsigned long long)j.value("sources_read", std::uint64_t(0)),
+                (unsigned long long)lists.value("from_store", std::uint64_t(0)),
+                (unsigned long long)lists.value("scanned", std::uint64_t(0)));
     std::printf("page cache   %llu pycs pushed by the daemon, %llu pyc READs; %llu invalidations, "
                 "%llu re-invalidations\n",
                 (unsigned long long)j["page_cache_pushes"].get<std::uint64_t>(),

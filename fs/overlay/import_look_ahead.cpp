@@ -110,10 +110,10 @@ void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& group
         }
         return names;
     };
-    // The import statements of a module's source, when the importer may read it.
     // The import statements of a module's source, when the importer may read it. Opened
     // beneath the root without following a final symlink, and checked on the open file: a
-    // name swapped for a link meanwhile leads nowhere else.
+    // name swapped for a link meanwhile leads nowhere else. A source scanned before (by any
+    // mount of the store) is not read again: its list is in the store.
     auto imports_of = [&](const ModuleFile& module) {
         std::vector<ImportRef> refs;
         auto fd = cachecore::util::open_beneath(root_fd, module.path(), O_RDONLY | O_NONBLOCK);
@@ -121,16 +121,9 @@ void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& group
         if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
             !may_read(uid, gid, st, in_group) || st.st_size > k_max_source_size)
             return refs;
-        std::string source(std::size_t(st.st_size), '\0');
-        std::size_t used = 0;
-        while (used < source.size()) {
-            ssize_t n = ::read(fd.get(), source.data() + used, source.size() - used);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
-            used += std::size_t(n);
-        }
-        source.resize(used);
-        for (auto& ref : cachecore::imports::scan_imports(source)) {
+        auto found = m_cache.imports_of(fd.get(), st);
+        if (!found) return refs;
+        for (auto& ref : *found) {
             if (ref.deferred) continue; // a function's imports may never run
             if (ref.level == 0 && interpreter.startup_modules.count(ref.module)) continue;
             refs.push_back(std::move(ref));

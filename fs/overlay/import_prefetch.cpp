@@ -3,13 +3,15 @@
 // compiles ahead, so the importer finds them ready or in flight instead of compiling each in
 // turn. The compiles run on otherwise idle workers in the idle scheduling class.
 #include "cachecore/imports/import_scanner.hpp"
-#include "cachecore/source_reader.hpp"
 #include "cachecore/util/open_beneath.hpp"
+#include "cachecore/util/unique_fd.hpp"
 #include "fs/overlay/background_queue.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
 
 #include <fcntl.h>
+#include <optional>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
 
@@ -63,14 +65,20 @@ void OverlayFs::walk_imports(const std::string& dir, const std::string& file,
         std::shared_ptr<const std::string> source;
         if (!just_compiled)
             source = m_cache.prefetch(dirfd.get(), module.file, interpreter, optimize);
-        if (!source) {
-            auto read = cachecore::read_source(dirfd.get(), module.file, nullptr, 1);
-            auto* bytes = std::get_if<cachecore::SourceBytes>(&read);
-            if (!bytes) continue;
-            source = std::make_shared<const std::string>(std::move(bytes->bytes));
+        std::optional<std::vector<cachecore::imports::ImportRef>> refs;
+        if (source) {
+            refs = m_cache.imports_in(*source);
+        } else {
+            // Stored already: its import list likely is too (no read).
+            cachecore::util::UniqueFd fd(
+                ::openat(dirfd.get(), module.file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+            struct stat st;
+            if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode))
+                refs = m_cache.imports_of(fd.get(), st);
         }
+        if (!refs) continue;
         std::vector<ModuleFile> children;
-        for (const auto& ref : cachecore::imports::scan_imports(*source)) {
+        for (const auto& ref : *refs) {
             if (ref.deferred) continue; // a function's imports may never run
             if (ref.level == 0 && interpreter.startup_modules.count(ref.module)) continue;
             for (auto& child : m_resolver->resolve(module, ref))

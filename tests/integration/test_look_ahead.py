@@ -242,6 +242,61 @@ class LookAheadTest(harness.MountTestCase):
                                             py.pyc_name("mod")), pycs)
             m.close()
 
+    def test_a_fresh_mount_walks_from_the_store(self):
+        """The import lists a walk needs are kept in the store by content hash: a fresh mount of
+        a tree the store has seen walks the import graph without reading or scanning a source,
+        and the chain still finds its names looked up. A module edited between mounts is read
+        again, and the walk follows its new imports: here its new content is a twin's, seen
+        before, so its list comes from the store too (a list kept by path or stamp would send
+        the walk down the old chain, and the importer would ask for the new one itself)."""
+        n = 4
+        py = self.pythons[-1]
+        tree = chain(n)
+        new_c1 = "from alt.inner import mod\nM = 1\n"
+        tree["alt"] = {"__init__.py": "", "inner": {"__init__.py": "", "mod.py": "A = 1\n"}}
+        tree["twin"] = {"__init__.py": "", "inner": {"__init__.py": "", "mod.py": new_c1}}
+        store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
+        self.addCleanup(harness._rmtree, os.path.dirname(store))
+        # Stamps younger than 2 s are not kept: wait before anything reads the new tree.
+        m = self.mount(tree, store=store, prepare=lambda m: time.sleep(2.2))
+        self.assertPythonOk(harness.run_python(
+            py, "import sys; sys.stdin = open('/dev/null'); import app, twin.inner.mod",
+            sys_path=[m.mountpoint]))  # a cold store: compiled, and compile-ahead scans
+
+        def remount(between=lambda: None):
+            proc = m.unmount()
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertTrue(m.wait_daemon_exit(15))
+            between()
+            m.pid = None
+            m.start()
+
+        def run_and_check(phase):
+            settled, after, err = self.run_chain(m, py, m.mountpoint)
+            self.assertLessEqual(own_lookups_and_links(after) - own_lookups_and_links(settled), 2,
+                                 "%s: the rest of the chain sent LOOKUP/READLINK" % phase)
+            self.assertLessEqual(own_listings(after) - own_listings(settled), 1,
+                                 "%s: the rest of the chain listed itself" % phase)
+            pycs, sources = harness.code_object_sources(err)
+            self.assertEqual([s for s in sources if s.startswith(m.mountpoint)], [])
+            return after
+
+        remount()
+        st = run_and_check("unchanged")
+        self.assertEqual(st["import_lists"]["scanned"], 0, st["import_lists"])
+        self.assertGreaterEqual(st["import_lists"]["from_store"], n, st["import_lists"])
+        self.assertEqual(st["sources_read"], 0, "a known source was read")
+
+        def edit():
+            with open(m.src("c1", "inner", "mod.py"), "w") as f:
+                f.write(new_c1)
+            time.sleep(2.2)  # past the racy window: its new stamp is then trusted once read
+
+        remount(edit)
+        st = run_and_check("edited")
+        self.assertEqual(st["import_lists"]["scanned"], 0, st["import_lists"])
+        self.assertEqual(st["sources_read"], 1, "the edited source, once")
+
     @unittest.skipUnless(os.geteuid() == 0, "needs root (useradd)")
     def test_walks_only_sources_the_importer_may_read(self):
         """Which modules a source imports is its content: a module the importer may not read

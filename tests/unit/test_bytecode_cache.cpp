@@ -3,6 +3,7 @@
 
 #include "cachecore/bytecode_cache.hpp"
 #include "cachecore/pyc/cache_name.hpp"
+#include "cachecore/store/environment.hpp"
 #include "cachecore/util/unique_fd.hpp"
 #include "support_python_finder.hpp"
 
@@ -13,6 +14,7 @@
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <iostream>
+#include <lmdb.h>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -584,4 +586,100 @@ TEST_F(BytecodeCacheTest, OnMissFailNeedsNoSourceForAKnownStamp) {
     ASSERT_TRUE(std::holds_alternative<PycError>(r));
     EXPECT_EQ(std::get<PycError>(r).kind, PycErrorKind::NotStored);
     EXPECT_EQ(c.sources_read(), 1u);
+}
+
+// Import lists (for walks of the import graph) are kept by content: a new process gets a known
+// source's list from the store without reading it; an edited source is read and scanned again;
+// content seen before under another name is read (to hash it) but not scanned; a damaged list
+// is a miss, never a wrong list.
+TEST_F(BytecodeCacheTest, ImportListsComeFromTheStoreByContent) {
+    if (::access("/proc/sys/kernel/random/boot_id", R_OK) != 0) GTEST_SKIP() << "no boot id";
+    BytecodeCacheOptions opts;
+    opts.pool.workers = 1;
+    opts.memo_racy_window_ns = 0; // the files are written just now
+    auto imports_of = [&](BytecodeCache& c, const fs::path& path) {
+        util::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        struct stat st {};
+        EXPECT_EQ(::fstat(fd.get(), &st), 0);
+        auto refs = c.imports_of(fd.get(), st);
+        EXPECT_TRUE(refs.has_value());
+        std::vector<std::string> modules;
+        for (const auto& ref : refs.value_or(std::vector<imports::ImportRef>{}))
+            modules.push_back(std::string(std::size_t(ref.level), '.') + ref.module +
+                              (ref.deferred ? " (deferred)" : ""));
+        return modules;
+    };
+    using Modules = std::vector<std::string>;
+    write_file(src(), "import os.path\nfrom . import sib\ndef f():\n    import json\n");
+    {
+        BytecodeCache first(*store, opts);
+        EXPECT_EQ(imports_of(first, src()), (Modules{"os.path", ".", "json (deferred)"}));
+        EXPECT_EQ(first.import_lists().scanned, 1u);
+        EXPECT_EQ(first.sources_read(), 1u);
+    }
+    store->flush();
+    {
+        BytecodeCache second(*store, opts);
+        EXPECT_EQ(imports_of(second, src()), (Modules{"os.path", ".", "json (deferred)"}));
+        EXPECT_EQ(second.import_lists().from_store, 1u);
+        EXPECT_EQ(second.import_lists().scanned, 0u);
+        EXPECT_EQ(second.sources_read(), 0u) << "read a source whose list was stored";
+        // The same bytes under another name: hashed (read), not scanned.
+        write_file(tree.path() / "pkg" / "copy.py",
+                   "import os.path\nfrom . import sib\ndef f():\n    import json\n");
+        EXPECT_EQ(imports_of(second, tree.path() / "pkg" / "copy.py"),
+                  (Modules{"os.path", ".", "json (deferred)"}));
+        EXPECT_EQ(second.import_lists().scanned, 0u);
+        EXPECT_EQ(second.sources_read(), 1u);
+    }
+    // Same size, mtime put back: the new content's list, not the stored one.
+    struct stat before {};
+    ASSERT_EQ(::stat(src().c_str(), &before), 0);
+    write_file(src(), "import re.sre\nfrom . import abc\ndef f():\n    import csv\n");
+    struct timespec times[2] = {before.st_atim, before.st_mtim};
+    ASSERT_EQ(::utimensat(AT_FDCWD, src().c_str(), times, 0), 0);
+    store->flush();
+    {
+        BytecodeCache third(*store, opts);
+        EXPECT_EQ(imports_of(third, src()), (Modules{"re.sre", ".", "csv (deferred)"}));
+        EXPECT_EQ(third.import_lists().scanned, 1u);
+    }
+    // Every stored list damaged: each is scanned again. (The store is closed for this: LMDB
+    // must not be opened twice in one process.)
+    cache.reset();
+    store.reset();
+    {
+        MDB_env* env = nullptr;
+        ASSERT_EQ(mdb_env_create(&env), 0);
+        ASSERT_EQ(mdb_env_set_maxdbs(env, 8), 0);
+        ASSERT_EQ(mdb_env_open(env, (store_dir.path() / "store").c_str(), 0, 0644), 0);
+        MDB_txn* txn = nullptr;
+        ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+        MDB_dbi dbi;
+        ASSERT_EQ(mdb_dbi_open(txn, store::k_imports_db, 0, &dbi), 0);
+        MDB_cursor* cursor = nullptr;
+        ASSERT_EQ(mdb_cursor_open(txn, dbi, &cursor), 0);
+        MDB_val k{}, v{};
+        int damaged = 0;
+        for (int rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
+            std::string bad(static_cast<const char*>(v.mv_data), v.mv_size);
+            bad.back() ^= 0x5a;
+            bad += "x"; // trailing bytes
+            MDB_val nv{bad.size(), bad.data()};
+            ASSERT_EQ(mdb_cursor_put(cursor, &k, &nv, MDB_CURRENT), 0);
+            ++damaged;
+        }
+        mdb_cursor_close(cursor);
+        ASSERT_EQ(mdb_txn_commit(txn), 0);
+        mdb_env_close(env);
+        EXPECT_EQ(damaged, 2);
+    }
+    store::StoreOptions o;
+    o.dir = store_dir.path() / "store";
+    store = std::make_unique<store::Store>(o);
+    BytecodeCache fourth(*store, opts);
+    EXPECT_EQ(imports_of(fourth, src()), (Modules{"re.sre", ".", "csv (deferred)"}));
+    EXPECT_EQ(fourth.import_lists().from_store, 0u);
+    EXPECT_EQ(fourth.import_lists().scanned, 1u);
 }

@@ -1,6 +1,7 @@
 // The import scanner (checked against CPython's own ast on real standard-library files) and the
 // resolver that maps import statements to files of one tree.
 
+#include "cachecore/imports/import_list_codec.hpp"
 #include "cachecore/imports/import_scanner.hpp"
 #include "cachecore/imports/module_resolver.hpp"
 #include "cachecore/util/unique_fd.hpp"
@@ -231,3 +232,35 @@ TEST_F(ModuleResolverTest, NeverLeavesTheTree) {
 }
 
 } // namespace
+
+// What goes into the store comes back equal; anything else (another scanner version, a cut or
+// padded value, a bad flag) is refused as a whole.
+TEST(ImportListCodec, RoundTripsAndRefusesDamage) {
+    const std::vector<ImportRef> refs = {
+        {0, "os.path", {}, false},
+        {2, "", {"a", "b"}, false},
+        {1, "pkg.sub", {"x"}, true},
+        {0, std::string(300, 'm'), {std::string(70000, 'n'), "ok"}, false},
+    };
+    const std::string bytes = encode_import_list(refs);
+    auto back = decode_import_list(bytes);
+    ASSERT_TRUE(back.has_value());
+    ASSERT_EQ(back->size(), refs.size());
+    EXPECT_EQ((*back)[0], refs[0]);
+    EXPECT_EQ((*back)[1], refs[1]);
+    EXPECT_EQ((*back)[2], refs[2]);
+    // A name too long for the format is left out, the rest kept.
+    EXPECT_EQ((*back)[3].names, std::vector<std::string>{"ok"});
+    EXPECT_EQ(decode_import_list(encode_import_list({}))->size(), 0u);
+
+    EXPECT_FALSE(decode_import_list(""));
+    std::string other = bytes;
+    other[0] = char(k_scanner_version + 1);
+    EXPECT_FALSE(decode_import_list(other)) << "another scanner's list";
+    for (std::size_t cut = 1; cut < bytes.size(); cut += 97)
+        EXPECT_FALSE(decode_import_list(bytes.substr(0, cut))) << "cut at " << cut;
+    EXPECT_FALSE(decode_import_list(bytes + "x")) << "trailing bytes";
+    std::string flag = encode_import_list({{0, "m", {}, false}});
+    flag[4] = 7; // version, count (2), level, flags
+    EXPECT_FALSE(decode_import_list(flag));
+}
