@@ -295,7 +295,7 @@ std::vector<imports::ImportRef> scan_and_keep(store::Store& store, std::string_v
 } // namespace
 
 std::optional<std::vector<imports::ImportRef>> BytecodeCache::imports_of(int fd,
-                                                                        const struct stat& st) {
+                                                                         const struct stat& st) {
     auto stored = [&](const hash::ContentHash& content) {
         std::optional<std::vector<imports::ImportRef>> refs;
         if (auto value = m_store.get_imports(import_list_key(content)))

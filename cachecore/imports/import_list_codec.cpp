@@ -61,7 +61,8 @@ std::string encode_import_list(const std::vector<ImportRef>& refs) {
         out.push_back(char(std::clamp(ref->level, 0, 255)));
         out.push_back(char(ref->deferred ? 1 : 0));
         put_text(out, ref->module);
-        auto names = fitting(ref->names, [](const std::string& n) { return n.size() <= k_max_u16; });
+        auto names =
+            fitting(ref->names, [](const std::string& n) { return n.size() <= k_max_u16; });
         put_u16(out, names.size());
         for (const std::string* name : names) put_text(out, *name);
     }

@@ -222,8 +222,15 @@ void OverlayFs::post_look_ahead(const Asker& asker, Inode& dir, int index, int o
                 S_ISDIR(sub.st_mode) && sub.st_size <= k_max_listed_size)
                 names.push_back(name + "/");
         } else if (ends_with(name, ".py")) {
+            // The source (a listing gives no file attributes, see real_ops.cpp), then the pyc.
             std::string module = name.substr(0, name.size() - 3);
-            if (module != served) names.push_back("__pycache__/" + pyc_name(module));
+            if (module == served) continue;
+            names.push_back(name);
+            names.push_back("__pycache__/" + pyc_name(module));
+        } else if (std::any_of(interpreter.extension_suffixes.begin(),
+                               interpreter.extension_suffixes.end(),
+                               [&](const std::string& s) { return ends_with(name, s); })) {
+            names.push_back(name); // an extension module
         }
     }
     cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));

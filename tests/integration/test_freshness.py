@@ -149,7 +149,10 @@ class FreshnessTest(harness.MountTestCase):
         for py in self.pythons:
             want = "u2" if modname("u", py) == edited else "u1"
             self.assertEqual(self.value(m, py, modname("u", py)), want)
-        self.assertEqual(m.stats()["sources_read"], 1)
+        # The edited source only: read to compile it, and maybe once more by compile-ahead to
+        # scan its imports (its new content's list is not stored yet). Any other read would be
+        # an unchanged source read again.
+        self.assertIn(m.stats()["sources_read"], (1, 2))
 
     def test_edits_through_rw_mount_seen_by_next_import(self):
         tree = {modname("f", py) + ".py": "VALUE = 'v1'\n" for py in self.pythons}

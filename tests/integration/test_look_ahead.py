@@ -242,6 +242,36 @@ class LookAheadTest(harness.MountTestCase):
                                             py.pyc_name("mod")), pycs)
             m.close()
 
+    def test_a_listing_reads_no_module_files_inode(self):
+        """A directory listing (READDIRPLUS) gives attributes only for subdirectories when the
+        look-ahead is on: CPython lists a sys.path entry and stats only what it imports, and
+        the inodes of the rest (cold ones cost a disk read each) are not the importer's to wait
+        for. The modules it does import are then found from their pycs as before. With
+        --look-ahead off the listing hands out every module's attributes (the cheapest place
+        without a look-ahead)."""
+        py = self.pythons[-1]
+        n = 120
+        tree = {"wide": {"m%03d.py" % i: "X = %d\n" % i for i in range(n)}}
+        tree["wide"].update({"d%d" % i: {"__init__.py": ""} for i in range(3)})
+        for mode in ("on", "off"):
+            with self.subTest(look_ahead=mode):
+                m = self.mount(tree, args=["--look-ahead", mode])
+                before = m.stats()["inodes"]
+                self.assertEqual(len(os.listdir(m.mnt("wide"))), n + 3 + 1)  # and __pycache__
+                grew = m.stats()["inodes"] - before
+                if mode == "on":
+                    self.assertLessEqual(grew, 3 + 1 + 2, "a listing looked up module files")
+                else:
+                    self.assertGreaterEqual(grew, n)
+                proc = harness.run_python(py, "import wide.m042, wide.m117, wide.d1; "
+                                              "print(wide.m042.X + wide.m117.X)",
+                                          sys_path=[m.mountpoint], args=["-v"])
+                self.assertPythonOk(proc)
+                self.assertEqual(proc.stdout.split()[-1], "159")
+                pycs, sources = harness.code_object_sources(proc.stderr)
+                self.assertIn(m.mnt("wide", "__pycache__", py.pyc_name("m117")), pycs)
+                m.close()
+
     def test_a_fresh_mount_walks_from_the_store(self):
         """The import lists a walk needs are kept in the store by content hash: a fresh mount of
         a tree the store has seen walks the import graph without reading or scanning a source,
