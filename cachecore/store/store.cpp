@@ -47,8 +47,8 @@ void read_ahead(const MDB_val& v) {
 
 // A value of one of the side tables (stamps, import lists): a copy, or nullopt when missing or
 // unreadable (they only save work, so a failure is a miss).
-std::optional<std::string> get_side(Environment& env, const std::filesystem::path& dir,
-                                    MDB_dbi dbi, std::string_view key, const char* what) {
+std::optional<std::string> get_side(Environment& env, const std::filesystem::path& dir, MDB_dbi dbi,
+                                    std::string_view key, const char* what) {
     MDB_val kv{key.size(), const_cast<char*>(key.data())};
     try {
         auto lease = env.read();
@@ -122,8 +122,7 @@ std::optional<std::string> Store::get_stamp(std::string_view key) {
 }
 
 std::optional<std::string> Store::get_imports(std::string_view key) {
-    return get_side(*m_impl->env, m_impl->options.dir, m_impl->env->imports(), key,
-                    "get imports");
+    return get_side(*m_impl->env, m_impl->options.dir, m_impl->env->imports(), key, "get imports");
 }
 
 void Store::put_imports(std::string key, std::string value) {
