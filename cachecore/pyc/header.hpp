@@ -1,11 +1,11 @@
 #pragma once
 
+#include "cachecore/pyc/magic.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include "cachecore/pyc/magic.hpp"
 
 namespace cachecore::pyc {
 
@@ -20,8 +20,8 @@ std::size_t header_size(int python_minor);
 
 // What the header describes about the source the body was compiled from.
 struct SourceFacts {
-    std::int64_t mtime_sec = 0;   // whole seconds; truncated to 32 bits in the header
-    std::uint64_t size = 0;       // byte length; & 0xFFFFFFFF in the header
+    std::int64_t mtime_sec = 0;    // whole seconds; truncated to 32 bits in the header
+    std::uint64_t size = 0;        // byte length; & 0xFFFFFFFF in the header
     std::uint64_t source_hash = 0; // _imp.source_hash of the bytes (hash modes only)
 };
 

@@ -1,9 +1,9 @@
 #pragma once
 
+#include "cachecore/pyc/magic.hpp"
+
 #include <cstdint>
 #include <string_view>
-
-#include "cachecore/pyc/magic.hpp"
 
 namespace cachecore::pyc {
 

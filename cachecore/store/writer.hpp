@@ -36,7 +36,7 @@ public:
     void remove_if_corrupt(std::string key); // re-checked in the write txn before deleting
     void touch(std::string key);
     void add_counters(const std::string& tag, const Counters& delta);
-    void put_stamp(std::string key, std::string value); // see Store::get_stamp
+    void put_stamp(std::string key, std::string value);   // see Store::get_stamp
     void put_imports(std::string key, std::string value); // see Store::get_imports
     void flush();
 
