@@ -7,6 +7,7 @@
 // the first of its submodules). A process that lists directories without importing (a walk of
 // the tree) never asks for a pyc, so nothing is looked up for it.
 #include "cachecore/pyc/cache_name.hpp"
+#include "cachecore/util/open_beneath.hpp"
 #include "fs/overlay/look_ahead.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
@@ -17,6 +18,8 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <memory>
+#include <string_view>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,10 +35,44 @@ constexpr auto k_again_after = std::chrono::seconds(30);
 // A subpackage is listed ahead only when its directory is of a usual size (st_size; a huge
 // directory is listed by the importer itself, if it ever is).
 constexpr off_t k_max_listed_size = 256 * 1024;
+// Listings one walker's job makes ahead of it (see post_listings_ahead).
+constexpr std::size_t k_max_listings_ahead = 512;
 
 bool ends_with(const std::string& s, std::string_view suffix) {
     return s.size() > suffix.size() &&
            s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The subdirectories of `rel` below `dirfd` in the backing tree, sorted (as pkgutil and most
+// walkers visit them), with "__pycache__" for the one the mount shows where a module is (and
+// never a real one when those are hidden). Symlinks are not followed. `public_only`: nothing
+// unless anyone may list the directory.
+std::vector<std::string> backing_subdirs(int dirfd, const std::string& rel, bool public_only,
+                                         bool hide_real_pycache) {
+    std::vector<std::string> out;
+    cachecore::util::UniqueFd fd =
+        rel.empty()
+            ? cachecore::util::UniqueFd(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC))
+            : cachecore::util::open_beneath(dirfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0 || st.st_size > k_max_listed_size) return out;
+    if (public_only && (st.st_mode & 05) != 05) return out;
+    std::unique_ptr<DIR, int (*)(DIR*)> d(::fdopendir(fd.get()), ::closedir);
+    if (!d) return out;
+    (void)fd.release(); // the DIR owns it now
+    bool has_module = false;
+    while (const dirent* e = ::readdir(d.get())) {
+        const std::string_view name = e->d_name;
+        if (e->d_type == DT_DIR && name != "." && name != ".." &&
+            !(name == "__pycache__" && hide_real_pycache))
+            out.emplace_back(name);
+        else if (e->d_type != DT_DIR && name.size() > 3 && name.substr(name.size() - 3) == ".py")
+            has_module = true;
+    }
+    if (has_module && std::find(out.begin(), out.end(), "__pycache__") == out.end())
+        out.emplace_back("__pycache__");
+    std::sort(out.begin(), out.end());
+    return out;
 }
 
 } // namespace
@@ -62,18 +99,26 @@ void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int opti
     // Called before the reply: the requester is still waiting for it, so its thread id still
     // names it. Only when a job is likely (a pidfd costs a system call).
     if (!m_look_ahead || asker.own || asker.pidfd) return;
+    bool walker = false;
     {
         std::lock_guard lock(m_importers_mutex);
         for (const auto& importer : m_importers) {
             if (importer.pid != asker.pid || !importer.used) continue;
-            if (importer.walker) return;
+            walker = importer.walker;
             if (index < 0) {
                 index = importer.index;
                 optimize = importer.optimize;
             }
         }
     }
-    if (index < 0) return;
+    // A walker's listing starts a listing of its subdirectories (see post_listings_ahead).
+    if (walker && pyc) return;
+    if (walker) {
+        index = k_listings_index;
+        optimize = 0;
+    } else if (index < 0) {
+        return;
+    }
     // A pyc the importer had to ask for itself starts a walk of its imports (see
     // import_look_ahead.cpp); a listing only a look-ahead of its directory.
     if (!pyc && looked_ahead_recently(dir, index, optimize)) return;
@@ -139,13 +184,17 @@ OverlayFs::Importer& OverlayFs::importer_slot(pid_t pid) {
 void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
     if (!m_look_ahead || asker.own) return;
     int index = -1, optimize = 0;
+    bool walker = false;
     {
         std::lock_guard lock(m_importers_mutex);
         Importer& slot = importer_slot(asker.pid);
-        if (slot.walker) return;
-        index = slot.index;
-        optimize = slot.optimize;
-        if (index < 0) {
+        if (slot.walker) {
+            walker = true;
+        } else {
+            index = slot.index;
+            optimize = slot.optimize;
+        }
+        if (index < 0 && !walker) {
             // Not an importer yet (it may never be: ls, a tree walk): remembered for a while.
             if (slot.n_listed == slot.listed.size()) {
                 std::rotate(slot.listed.begin(), slot.listed.begin() + 1, slot.listed.end());
@@ -154,7 +203,61 @@ void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
             slot.listed[slot.n_listed++] = {dir.st_dev, dir.st_ino};
         }
     }
+    if (walker && asker.pidfd) post_listings_ahead(asker, dir);
     if (index >= 0 && asker.pidfd) post_look_ahead(asker, dir, index, optimize, {});
+}
+
+void OverlayFs::post_listings_ahead(const Asker& asker, Inode& dir) {
+    // A process that walks the tree (it listed a __pycache__: CPython never does) lists what
+    // it finds next: pkgutil.iter_modules lists every subdirectory to see whether it is a
+    // package, then descends into the packages; os.walk and find descend into each. On a
+    // fresh mount each listing costs the walker two round trips (READDIRPLUS, then READDIR for
+    // the end). The look-ahead makes them ahead of it, in the walker's order (a directory's
+    // subdirectories, then those of its first subdirectory, and so on), and the kernel keeps
+    // the listings (cache_readdir). The walker's listings served from that cache start no job:
+    // so the job goes on below the first level, as far as k_max_listings_ahead. Only listings:
+    // a walk imports nothing, so no module or pyc is looked up (or written, with links).
+    if (!dir.dir || !shares_view(asker.pid)) return;
+    if (!mark_looked_ahead(dir, k_listings_index, 0)) return;
+    auto in_tree = path_in_tree(dir);
+    if (!in_tree) return unmark_looked_ahead(dir, k_listings_index, 0);
+    std::vector<std::string> names;
+    // Directories (relative to `dir`, "" for itself) whose subdirectories are still to be
+    // listed; the last is next.
+    std::vector<std::string> pending{""};
+    while (!pending.empty() && names.size() < k_max_listings_ahead) {
+        const std::string rel = std::move(pending.back());
+        pending.pop_back();
+        // Below the first level only through directories anyone may list (the daemon reads
+        // them; what the walker may not list, its own listing would refuse anyway).
+        auto subdirs = backing_subdirs(dir.fd.get(), rel, !rel.empty(), m_config.hide_real_pycache);
+        const std::string prefix = rel.empty() ? "" : rel + "/";
+        for (const auto& sub : subdirs) names.push_back(prefix + sub + "/");
+        for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it)
+            if (*it != "__pycache__") pending.push_back(prefix + *it);
+    }
+    if (names.size() > k_max_listings_ahead) names.resize(k_max_listings_ahead);
+    cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
+    LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
+    if (names.empty() || !m_look_ahead->post(std::move(who), std::move(pidfd), std::move(*in_tree),
+                                             std::move(names)))
+        unmark_looked_ahead(dir, k_listings_index, 0);
+}
+
+bool OverlayFs::mark_looked_ahead(Inode& dir, int index, int optimize) {
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(dir.dir->mutex);
+    auto [it, fresh] = dir.dir->looked_ahead.try_emplace({index, optimize}, now);
+    if (!fresh) {
+        if (now - it->second < k_again_after) return false;
+        it->second = now;
+    }
+    return true;
+}
+
+void OverlayFs::unmark_looked_ahead(Inode& dir, int index, int optimize) {
+    std::lock_guard lock(dir.dir->mutex);
+    dir.dir->looked_ahead.erase({index, optimize});
 }
 
 std::optional<std::string> OverlayFs::path_in_tree(Inode& dir) {
@@ -177,19 +280,8 @@ void OverlayFs::post_look_ahead(const Asker& asker, Inode& dir, int index, int o
     // it (a container's importer would resolve a symlink in the tree somewhere else). The view
     // is read from /proc after the reply; the pidfd tells whether it was still the asker's.
     if (!shares_view(asker.pid)) return;
-    const auto now = std::chrono::steady_clock::now();
-    {
-        std::lock_guard lock(dir.dir->mutex);
-        auto [it, fresh] = dir.dir->looked_ahead.try_emplace({index, optimize}, now);
-        if (!fresh) {
-            if (now - it->second < k_again_after) return;
-            it->second = now;
-        }
-    }
-    auto unmark = [&] {
-        std::lock_guard lock(dir.dir->mutex);
-        dir.dir->looked_ahead.erase({index, optimize});
-    };
+    if (!mark_looked_ahead(dir, index, optimize)) return;
+    auto unmark = [&] { unmark_looked_ahead(dir, index, optimize); };
     auto listing = dir_listing(dir);
     if (!listing) return unmark();
     auto in_tree = path_in_tree(dir);

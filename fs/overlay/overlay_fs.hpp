@@ -170,6 +170,13 @@ private:
     void importer_is_walker(const Asker& asker);
     void post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,
                          const std::string& served);
+    // A walker's look-ahead: the listings of `dir`'s subdirectories.
+    void post_listings_ahead(const Asker& asker, Inode& dir);
+    // Directories are looked ahead of at most once in a while per interpreter and optimize
+    // level (or k_listings_index): false when it was done recently.
+    static constexpr int k_listings_index = -2;
+    bool mark_looked_ahead(Inode& dir, int index, int optimize);
+    void unmark_looked_ahead(Inode& dir, int index, int optimize);
     std::optional<std::string> path_in_tree(Inode& dir); // "" for the root
     // import_look_ahead.cpp
     struct ImportsAhead; // the modules an importer's walks have covered

@@ -92,6 +92,16 @@ class FaultTest(harness.MountTestCase):
         self.assertPythonOk(self.import_all(m, py, 2))
         os.kill(m.pid, signal.SIGSTOP)
         try:
+            # kill() returns before every thread has stopped: one still running could answer the
+            # unmount's question for the daemon's pid, and the unmount would then wait for the
+            # (stopped) daemon to exit (seen once under load: 10.02 s).
+            def all_stopped():
+                states = []
+                for tid in os.listdir("/proc/%d/task" % m.pid):
+                    with open("/proc/%d/task/%s/stat" % (m.pid, tid)) as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                return all(s in ("T", "t") for s in states)
+            self.assertTrue(harness.wait_until(all_stopped, 10, 0.01), "the daemon did not stop")
             start = time.monotonic()
             proc = m.unmount(lazy=True, timeout=20)
             self.assertEqual(proc.returncode, 0, proc.stderr)
