@@ -1,11 +1,12 @@
 // What to look up ahead of an importer (the lookups themselves: look_ahead.hpp).
 //
 // A process that has asked for a pyc of interpreter T in directory D is importing from D: it
-// will ask for more of D's pycs and probe D's subdirectories as packages (`S/__init__` with each
-// extension suffix, `S/__init__.py`, `S/__pycache__/__init__.T.pyc`). The same holds for every
-// directory that process lists afterwards (CPython lists a package directory when it imports
-// the first of its submodules). A process that lists directories without importing (a walk of
-// the tree) never asks for a pyc, so nothing is looked up for it.
+// will ask for D's other modules and pycs and probe D's subdirectories as packages
+// (`S/__init__` with each extension suffix, `S/__init__.py`, `S/__pycache__/__init__.T.pyc`).
+// The same holds for every directory that process lists afterwards (CPython lists a package
+// directory when it imports the first of its submodules). A process that walks the tree (it
+// lists a __pycache__) imports nothing: no module is looked up for it, but the directories it
+// will list next are listed ahead (post_listings_ahead).
 #include "cachecore/pyc/cache_name.hpp"
 #include "cachecore/util/open_beneath.hpp"
 #include "fs/overlay/look_ahead.hpp"
