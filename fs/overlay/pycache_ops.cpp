@@ -398,9 +398,10 @@ void OverlayFs::readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off
         if (n > size - used) break;
         used += n;
     }
-    const Asker asker = asker_of(req);
+    // Marked before the reply: the walker's next listing may reach another thread at once, and
+    // must find it marked (it gets listings ahead, see post_listings_ahead).
+    if (off == 0) importer_is_walker(asker_of(req));
     fuse_reply_buf(req, buf.data(), used);
-    if (off == 0) importer_is_walker(asker);
 }
 
 } // namespace fs::overlay
