@@ -83,18 +83,20 @@ void Writer::add_counters(const std::string& tag, const Counters& delta) {
 }
 
 void Writer::put_stamp(std::string key, std::string value) {
-    std::unique_lock lock(m_mutex);
-    if (m_pending.stamps.size() >= k_max_pending_stamps) return;
-    m_pending.bytes += key.size() + value.size();
-    m_pending.stamps.emplace_back(std::move(key), std::move(value));
-    enqueued(lock);
+    put_side(&Batch::stamps, k_max_pending_stamps, std::move(key), std::move(value));
 }
 
 void Writer::put_imports(std::string key, std::string value) {
+    put_side(&Batch::imports, k_max_pending_imports, std::move(key), std::move(value));
+}
+
+void Writer::put_side(SideTable Batch::*table, std::size_t max_pending, std::string key,
+                      std::string value) {
     std::unique_lock lock(m_mutex);
-    if (m_pending.imports.size() >= k_max_pending_imports) return;
+    auto& pending = m_pending.*table;
+    if (pending.size() >= max_pending) return; // they only save work: dropped, not queued
     m_pending.bytes += key.size() + value.size();
-    m_pending.imports.emplace_back(std::move(key), std::move(value));
+    pending.emplace_back(std::move(key), std::move(value));
     enqueued(lock);
 }
 

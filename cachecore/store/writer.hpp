@@ -45,13 +45,14 @@ public:
     std::optional<std::string> last_error() const;
 
 private:
+    using SideTable = std::vector<std::pair<std::string, std::string>>; // key, value
     struct Batch {
         std::vector<std::pair<std::string, std::string>> puts;
         std::vector<std::string> corrupt;
         std::unordered_set<std::string> touches;
         std::map<std::string, Counters> counters;
-        std::vector<std::pair<std::string, std::string>> stamps;
-        std::vector<std::pair<std::string, std::string>> imports;
+        SideTable stamps;
+        SideTable imports;
         std::size_t bytes = 0;
         std::size_t ops = 0;
         bool empty() const {
@@ -60,6 +61,9 @@ private:
         }
     };
 
+    // Queues a put to a side table (stamps, import lists) of the next batch.
+    void put_side(SideTable Batch::*table, std::size_t max_pending, std::string key,
+                  std::string value);
     void run();
     void apply(const Batch& batch);
     void write_batch(MDB_txn* txn, const Batch& batch);

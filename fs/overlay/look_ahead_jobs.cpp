@@ -51,10 +51,7 @@ bool ends_with(const std::string& s, std::string_view suffix) {
 std::vector<std::string> backing_subdirs(int dirfd, const std::string& rel, bool public_only,
                                          bool hide_real_pycache) {
     std::vector<std::string> out;
-    cachecore::util::UniqueFd fd =
-        rel.empty()
-            ? cachecore::util::UniqueFd(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC))
-            : cachecore::util::open_beneath(dirfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    auto fd = cachecore::util::open_beneath(dirfd, rel, O_RDONLY | O_DIRECTORY); // "": dirfd
     struct stat st;
     if (!fd || ::fstat(fd.get(), &st) != 0 || st.st_size > k_max_listed_size) return out;
     if (public_only && (st.st_mode & 05) != 05) return out;
