@@ -85,9 +85,9 @@ int run_stats_mount(const std::string& mountpoint, bool json, bool zero) {
                 sent += count.get<std::uint64_t>();
         std::printf(
             "look-ahead   %llu jobs, %llu lookups (%llu found), %llu dropped, %llu waiting; "
-            "%llu requests\n",
+            "%llu requests; %llu files read ahead (%llu bytes)\n",
             n("jobs"), n("lookups"), n("found"), n("dropped"), n("waiting"),
-            (unsigned long long)sent);
+            (unsigned long long)sent, n("files_read"), n("bytes_read"));
     } else {
         std::printf("look-ahead   off\n");
     }

@@ -2,10 +2,12 @@
 
 #include "cachecore/util/unique_fd.hpp"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -24,8 +26,9 @@ namespace fs::overlay {
 // a time: for `import sympy` about 700 LOOKUPs and a READLINK per pyc, each waiting for a
 // wake-up of the daemon and then of the importer. The names are predictable (a package's pycs,
 // its subpackages' `__init__` probes), and a lookup made by any process fills the kernel's
-// cache for all of them, so a thread of the daemon makes them, in parallel with the importer,
-// which then finds them cached.
+// cache for all of them, so threads of the daemon (one per CPU, each making one lookup at a
+// time, together in the order given) make them, in parallel with the importer, which then
+// finds them cached.
 //
 // Each lookup is made with the importer's credentials (file-system uid and gid, groups: a
 // per-thread change), so the kernel's checks on the way and the daemon's own checks see the
@@ -56,12 +59,17 @@ public:
     // its process, before Linux 6.9): such a requester gets no look-ahead.
     static cachecore::util::UniqueFd open_requester(pid_t tid);
 
+    // A name for post() and extend(): the file at `path` read into the page cache, not only
+    // looked up.
+    static std::string to_read(std::string path) { return path.push_back('\0'), path; }
+
     // Looks up `names` (paths relative to `dir`, a path relative to the mount point; a name
-    // ending in '/' is a directory to list) in order. Newer jobs go first: an importer works
-    // depth first, so the directory it entered last is where it looks next. The requester's
-    // groups are read from /proc, and must come from the thread `pidfd` names, with the same
-    // file-system uid and gid the request carried. False when refused: no pidfd, the requester
-    // has exited or changed identity, an identity this process cannot take, stopped.
+    // ending in '/' is a directory to list, one made by to_read() a file to read) in order. Newer
+    // jobs go first: an importer works depth first, so the directory it entered last is where it
+    // looks next. The requester's groups are read from /proc, and must come from the thread `pidfd`
+    // names, with the same file-system uid and gid the request carried. False when refused: no
+    // pidfd, the requester has exited or changed identity, an identity this process cannot take,
+    // stopped.
     bool post(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
               std::vector<std::string> names);
     // An ordered job that grows while it runs: the names an import will touch, in the order it
@@ -82,7 +90,8 @@ public:
     // No new lookups from now on (one in progress finishes); does not wait.
     void stop();
 
-    // jobs, lookups, found (the name existed), dropped (never made: the importer had exited,
+    // jobs, lookups, found (the name existed), files_read and bytes_read (to_read() names whose
+    // reads were started), dropped (never made: the importer had exited,
     // or was superseded), waiting (not made yet, or in progress; a stream still being walked
     // counts one, and so does a request being prepared).
     nlohmann::json stats() const;
@@ -117,9 +126,20 @@ private:
         std::uint64_t id = 0;
         bool known = false;
     };
+    // The pidfds of jobs, in the lookers' own table (they arrive over the socket pair).
+    struct Pidfds {
+        int socket;
+        std::mutex mutex;
+        std::map<std::uint64_t, int> by_job;
+        bool exited(std::uint64_t job); // or unknown
+        void receive();                 // under `mutex`
+        // Closes those of jobs no longer in `jobs` (finished, dropped, superseded).
+        void forget_gone(const std::vector<std::shared_ptr<Job>>& jobs);
+    };
     void run();
+    void look(Pidfds& pidfds); // one looker's loop
     static bool exited(int pidfd);
-    bool look_up(const std::string& path, MountId& mount) const;
+    bool look_up(const std::string& path, MountId& mount);
 
     std::string m_mountpoint;
     const std::atomic<std::uint64_t>* m_own_requests;
@@ -128,20 +148,27 @@ private:
     std::condition_variable m_cv;
     std::vector<std::shared_ptr<Job>> m_jobs; // back = newest
     bool m_stopping = false;
-    std::atomic<pid_t> m_tid{0};
+    // Lookups made at once (one per CPU): an import walk's names are looked up a few at a time,
+    // so that the look-ahead gets ahead of the importer instead of racing it one round trip at
+    // a time.
+    static constexpr std::size_t k_max_lookers = 4;
+    std::array<std::atomic<pid_t>, k_max_lookers> m_tids{};
     std::atomic<std::uint64_t> m_posted{0}, m_dropped{0}, m_lookups{0}, m_found{0};
+    std::atomic<std::uint64_t> m_files_read{0}, m_bytes_read{0};
     std::size_t m_active = 0; // lookups in progress (guarded by m_mutex)
     std::atomic<std::size_t> m_preparing{0};
-    // The thread works with a file table of its own, holding none of the daemon's descriptors
-    // (above all not /dev/fuse): if the daemon dies (SIGKILL, a crash) while the thread waits for
+    // The threads work with a file table of their own, holding none of the daemon's descriptors
+    // (above all not /dev/fuse): if the daemon dies (SIGKILL, a crash) while a thread waits for
     // an answer to its own lookup, the daemon's table still goes, /dev/fuse closes, the kernel
     // aborts the connection and the wait ends. Sharing the table, the thread would hold
     // /dev/fuse open while waiting for itself: an unkillable process and a hung mount. The
-    // pidfds of jobs reach it over this socket pair (SCM_RIGHTS).
+    // first thread unshares its table and starts the others, which share it; the pidfds of
+    // jobs reach it over this socket pair (SCM_RIGHTS).
     cachecore::util::UniqueFd m_send;
-    int m_receive = -1;          // the thread's end (its number in the thread's own table)
-    std::uint64_t m_next_id = 1; // guarded by m_mutex
-    bool m_started = false;      // the thread has its own table (guarded by m_mutex)
+    int m_receive = -1; // the thread's end (its number in the thread's own table)
+    cachecore::util::UniqueFd m_receive_placeholder; // that number in this table (see the ctor)
+    std::uint64_t m_next_id = 1;                     // guarded by m_mutex
+    bool m_started = false; // the threads have their own table (guarded by m_mutex)
     bool m_usable = false;
     std::thread m_thread;
 };

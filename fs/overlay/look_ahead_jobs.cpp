@@ -210,29 +210,43 @@ void OverlayFs::post_listings_ahead(const Asker& asker, Inode& dir) {
     // it finds next: pkgutil.iter_modules lists every subdirectory to see whether it is a
     // package, then descends into the packages; os.walk and find descend into each. On a
     // fresh mount each listing costs the walker two round trips (READDIRPLUS, then READDIR for
-    // the end). The look-ahead makes them ahead of it, in the walker's order (a directory's
-    // subdirectories, then those of its first subdirectory, and so on), and the kernel keeps
-    // the listings (cache_readdir). The walker's listings served from that cache start no job:
-    // so the job goes on below the first level, as far as k_max_listings_ahead. Only listings:
-    // a walk imports nothing, so no module or pyc is looked up (or written, with links).
+    // the end). The look-ahead makes them ahead of it, in the walker's order (below), and the
+    // kernel keeps the listings (cache_readdir). The walker's listings served from that cache
+    // start no job; one it had to make itself starts a job from there, which goes first.
+    // Only listings: a walk imports nothing, so no module or pyc is looked up (or written,
+    // with links).
     if (!dir.dir || !shares_view(asker.pid)) return;
     if (!mark_looked_ahead(dir, k_listings_index, 0)) return;
     auto in_tree = path_in_tree(dir);
     if (!in_tree) return unmark_looked_ahead(dir, k_listings_index, 0);
+    // In the walker's order, depth first: each subdirectory, then its whole subtree, then the
+    // next one (pkgutil.iter_modules lists a subdirectory to see whether it is a package and
+    // descends into it before going on; os.walk and find go the same way). Measured with the
+    // order that listed a directory's subdirectories one after another first: the walker and
+    // the look-ahead listed the same directories at the same time. Below the first level only
+    // through directories anyone may list (the daemon reads them; what the walker may not
+    // list, its own listing would refuse anyway).
+    struct Level {
+        std::string rel; // relative to `dir`, "" for itself
+        std::vector<std::string> subdirs;
+        std::size_t next = 0;
+    };
+    const bool hide = m_config.hide_real_pycache;
     std::vector<std::string> names;
-    // Directories (relative to `dir`, "" for itself) whose subdirectories are still to be
-    // listed; the last is next.
-    std::vector<std::string> pending{""};
-    while (!pending.empty() && names.size() < k_max_listings_ahead) {
-        const std::string rel = std::move(pending.back());
-        pending.pop_back();
-        // Below the first level only through directories anyone may list (the daemon reads
-        // them; what the walker may not list, its own listing would refuse anyway).
-        auto subdirs = backing_subdirs(dir.fd.get(), rel, !rel.empty(), m_config.hide_real_pycache);
-        const std::string prefix = rel.empty() ? "" : rel + "/";
-        for (const auto& sub : subdirs) names.push_back(prefix + sub + "/");
-        for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it)
-            if (*it != "__pycache__") pending.push_back(prefix + *it);
+    std::vector<Level> stack;
+    stack.push_back({"", backing_subdirs(dir.fd.get(), "", false, hide), 0});
+    while (!stack.empty() && names.size() < k_max_listings_ahead) {
+        Level& top = stack.back();
+        if (top.next == top.subdirs.size()) {
+            stack.pop_back();
+            continue;
+        }
+        const std::string sub = top.subdirs[top.next++];
+        std::string rel = top.rel.empty() ? sub : top.rel + "/" + sub;
+        names.push_back(rel + "/");
+        if (sub == "__pycache__") continue;
+        auto subdirs = backing_subdirs(dir.fd.get(), rel, true, hide);
+        stack.push_back({std::move(rel), std::move(subdirs), 0}); // `top` is invalid from here
     }
     if (names.size() > k_max_listings_ahead) names.resize(k_max_listings_ahead);
     cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));

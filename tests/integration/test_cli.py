@@ -251,7 +251,8 @@ class CliTest(harness.MountTestCase):
         self.assertRegex(proc.stdout, r"page cache   \d+ pycs pushed by the daemon, \d+ pyc READs")
         self.assertRegex(proc.stdout, r"sources      \d+ read")
         self.assertRegex(proc.stdout, r"pyc files    (links to /\S+: \d+ files|FUSE files; links)")
-        self.assertRegex(proc.stdout, r"look-ahead   (\d+ jobs, \d+ lookups \(\d+ found\), \d+ dropped|off)")
+        self.assertRegex(proc.stdout, r"look-ahead   (\d+ jobs, \d+ lookups \(\d+ found\), \d+ dropped"
+                                      r".* \d+ files read ahead \(\d+ bytes\)|off)")
 
     def test_real_pycache_hidden_by_default_shown_on_request(self):
         py = self.pythons[-1]

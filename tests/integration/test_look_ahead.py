@@ -504,6 +504,63 @@ class LookAheadTest(harness.MountTestCase):
             self.assertEqual(proc.returncode, 0, proc.stderr)
         harness.log("killed the daemon %d of 3 times with lookups waiting" % killed_busy)
 
+    def test_reads_extension_modules_ahead(self):
+        """Every CPython: a module in a standard library's layout (lib/, its extension modules
+        in lib/lib-dynload/) imports an extension module after a pause. Once the importer has
+        asked for the module's pyc and the look-ahead is idle, lib-dynload's listing, the
+        extension's entry and its bytes are in the kernel's caches: dlopen's reads and page
+        faults send no READ, and the import no LOOKUP or listing of the importer's. The
+        control, --look-ahead dirs (no walk along the imports), reads the module itself."""
+        pythons = [py for py in self.pythons if py.ext_module]
+        if not pythons:
+            self.skipTest("no CPython here has an extension module in its lib-dynload")
+        tree = {}
+        for i, py in enumerate(pythons):
+            name, origin = py.ext_module
+            with open(origin, "rb") as f:
+                data = f.read()
+            tree["s%d" % i] = {"lib": {
+                "app.py": "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+                          "import %s\nsys.stderr.write('EXT %%s\\n' %% %s.__file__)\n"
+                          % (name, name),
+                "lib-dynload": {os.path.basename(origin): data}}}
+
+        def own(st, kind):
+            return st["requests"].get(kind, 0) - \
+                (st.get("look_ahead") or {}).get("requests", {}).get(kind, 0)
+
+        store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
+        self.addCleanup(harness._rmtree, os.path.dirname(store))
+        # A warm store (the walk follows pycs the store had: a cold one's are compile-ahead's
+        # business), then fresh mounts: the kernel knows nothing.
+        with harness.Mount(tree, store=store) as warm:
+            for i, py in enumerate(pythons):
+                lib = warm.mnt("s%d" % i, "lib")
+                self.assertPythonOk(harness.run_python(
+                    py, "import sys; sys.stdin = open('/dev/null'); import app",
+                    sys_path=[lib, os.path.join(lib, "lib-dynload")]))
+        for mode in ("on", "dirs"):
+            m = self.mount(tree, store=store, args=["--look-ahead", mode])
+            for i, py in enumerate(pythons):
+                with self.subTest(python=py.tag, look_ahead=mode):
+                    lib = m.mnt("s%d" % i, "lib")
+                    (settled, after), err = self.run_paused(
+                        m, [py.path, "-c", "import app; print('done', flush=True)"],
+                        lib + os.pathsep + os.path.join(lib, "lib-dynload"), 1)
+                    ext = os.path.join(lib, "lib-dynload", os.path.basename(py.ext_module[1]))
+                    self.assertIn("EXT " + ext, err, "the extension came from elsewhere")
+                    reads = own(after, "read") - own(settled, "read")
+                    if mode == "on":
+                        self.assertGreaterEqual(settled["look_ahead"]["files_read"], i + 1)
+                        self.assertEqual(reads, 0, "the importer read the extension itself")
+                        # One may come back: this VM reclaims idle dentries (DAMON).
+                        self.assertLessEqual(own(after, "lookup") - own(settled, "lookup"), 1)
+                        self.assertEqual(own_listings(after), own_listings(settled),
+                                         "the importer listed lib-dynload itself")
+                    else:
+                        self.assertGreater(reads, 0)
+            m.close()
+
     def test_only_listings_for_a_walk(self):
         """A process that lists and stats the tree, pycs included, but imports nothing (CPython
         never lists a __pycache__: whoever does is walking) gets listings looked ahead of it

@@ -70,6 +70,16 @@ __attribute__((used, visibility("default"))) const char* __tsan_default_options(
     return PYCACHEFS_REPORT_PATH("tsan") ":halt_on_error=0:second_deadlock_stack=1";
 }
 
+// The look-ahead's lookers (fs/overlay/look_ahead.cpp) work in a file table of their own: a
+// descriptor number there names another file than the same number in the daemon's table, but
+// ThreadSanitizer keys descriptors by number per process and reports an open or close in one
+// table against a read or close of the same number in the other (seen against the store
+// writer's and the watcher's descriptors). Only those two functions use the lookers' table.
+__attribute__((used, visibility("default"))) const char* __tsan_default_suppressions() {
+    return "race:fs::overlay::LookAhead::look_up\n"
+           "race:fs::overlay::LookAhead::Pidfds\n";
+}
+
 } // extern "C"
 
 // GCC links UBSan as its own runtime (libubsan.so, with its own copy of the report file), and

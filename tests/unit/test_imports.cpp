@@ -221,6 +221,57 @@ TEST_F(ModuleResolverTest, RelativeImportsStayInsideTheirTopLevelPackage) {
     EXPECT_TRUE(resolve({"", "top.py"}, {1, "", {"pkg"}}).empty());  // top.py is in no package
 }
 
+// CPython's default sys.path on POSIX is the standard library, its lib-dynload, then
+// site-packages inside it; a package's extension modules are found before its sources.
+TEST(ModuleResolver, FindsExtensionModulesWhereCPythonDoes) {
+    using V = std::vector<std::string>;
+    TempDir dir;
+    for (const char* f :
+         {"lib/os.py", "lib/json/__init__.py", "lib/json/decoder.py",
+          "lib/lib-dynload/_json.cpython-312-x86_64-linux-gnu.so", "lib/lib-dynload/math.abi3.so",
+          "lib/site-packages/app.py", "lib/site-packages/os.py", "lib/site-packages/np/__init__.py",
+          "lib/site-packages/np/_core.cpython-312-x86_64-linux-gnu.so",
+          "lib/site-packages/np/_core.py", "plain/x.py"}) {
+        std::filesystem::create_directories((dir.path() / f).parent_path());
+        write_file(dir.path() / f, "X = 1\n");
+    }
+    cachecore::util::UniqueFd root(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(root);
+    const std::vector<std::string> suffixes = {".cpython-312-x86_64-linux-gnu.so", ".abi3.so",
+                                               ".so"};
+    ModuleResolver resolver(root.get());
+    auto resolve = [&](ModuleFile importer, ImportRef ref, bool extensions = true) {
+        V out;
+        for (const auto& m :
+             resolver.resolve(importer, ref, extensions ? suffixes : std::vector<std::string>{}))
+            out.push_back(m.path() + (m.is_source() ? "" : " (extension)"));
+        return out;
+    };
+    EXPECT_EQ(resolve({"lib/json", "decoder.py"}, {0, "_json", {}}),
+              (V{"lib/lib-dynload/_json.cpython-312-x86_64-linux-gnu.so (extension)"}));
+    EXPECT_EQ(resolve({"lib", "os.py"}, {0, "math", {}}),
+              (V{"lib/lib-dynload/math.abi3.so (extension)"}));
+    // Without the interpreter's suffixes, only sources.
+    EXPECT_TRUE(resolve({"lib", "os.py"}, {0, "math", {}}, false).empty());
+    // The library itself comes first: its os, not site-packages' (which it shadows).
+    EXPECT_EQ(resolve({"lib/site-packages", "app.py"}, {0, "os", {}}), (V{"lib/os.py"}));
+    EXPECT_EQ(resolve({"lib/site-packages", "app.py"}, {0, "json", {"decoder"}}),
+              (V{"lib/json/__init__.py", "lib/json/decoder.py"}));
+    EXPECT_EQ(resolve({"lib/site-packages", "app.py"}, {0, "_json", {}}),
+              (V{"lib/lib-dynload/_json.cpython-312-x86_64-linux-gnu.so (extension)"}));
+    // A package's extension module before its source of the same name.
+    EXPECT_EQ(resolve({"lib/site-packages", "app.py"}, {0, "np._core", {}}),
+              (V{"lib/site-packages/np/__init__.py",
+                 "lib/site-packages/np/_core.cpython-312-x86_64-linux-gnu.so (extension)"}));
+    EXPECT_EQ(resolve({"lib/site-packages/np", "__init__.py"}, {1, "", {"_core"}}),
+              (V{"lib/site-packages/np/_core.cpython-312-x86_64-linux-gnu.so (extension)"}));
+    EXPECT_EQ(resolve({"lib/site-packages", "app.py"}, {0, "np._core", {}}, false),
+              (V{"lib/site-packages/np/__init__.py", "lib/site-packages/np/_core.py"}));
+    // A directory that is no standard library searches only itself.
+    EXPECT_TRUE(resolve({"plain", "x.py"}, {0, "_json", {}}).empty());
+    EXPECT_TRUE(resolve({"plain", "x.py"}, {0, "os", {}}).empty());
+}
+
 TEST_F(ModuleResolverTest, NeverLeavesTheTree) {
     EXPECT_TRUE(resolve({"pkg", "mod.py"}, {1, "escape.secret", {}}).empty());
     EXPECT_TRUE(resolve({"pkg", "mod.py"}, {1, "escape", {"secret"}}).empty());
