@@ -48,9 +48,30 @@ def compile_one(body):
                 kind + text(message))
 
 
+def open_nothing_from_here_on():
+    # compile() reads a source line back by file name to decorate a SyntaxError (3.6+: compiler
+    # errors, 3.9+: parser errors too), and that name is often under the daemon's own mount: a
+    # worker reading through it would wait on the daemon that waits on the worker. With no
+    # descriptor left to take, open() fails (EMFILE) before the kernel walks the path, and
+    # CPython goes on without the line. (-W ignore keeps warnings from reading lines too.)
+    try:
+        import resource
+    except ImportError:
+        if hasattr(sys, 'addaudithook'):
+            sys.addaudithook(deny_open)
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (0, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def deny_open(event, args):
+    if event == 'open':
+        raise PermissionError('a compile worker opens no file')
+
+
 def main():
     stdin = sys.stdin.buffer
     stdout = sys.stdout.buffer
+    open_nothing_from_here_on()
     send(stdout, b'\x02pycachefs-driver 1')
     while True:
         head = read_exact(stdin, 4)

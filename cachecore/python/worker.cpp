@@ -24,7 +24,10 @@ std::unique_ptr<Worker> Worker::start(const std::string& python,
                                       std::chrono::milliseconds startup_timeout,
                                       std::string* error) {
     auto begin = Clock::now();
-    std::vector<std::string> argv{python, "-I", "-S", "-c", std::string(driver_source())};
+    // -W ignore: a compile-time warning would have CPython read the line it names back from the
+    // file, by the name we gave (often under our own mount); the driver denies every other open.
+    std::vector<std::string> argv{
+        python, "-I", "-S", "-W", "ignore", "-c", std::string(driver_source())};
     auto child = ChildProcess::spawn(argv, minimal_environment(), error);
     if (!child) return nullptr;
     auto worker = std::make_unique<Worker>(std::move(*child));

@@ -29,6 +29,11 @@ TREE = {
             **{"m%d.py" % i: "VALUE = %d\ndef f():\n    return VALUE * 2\n" % i for i in range(6)},
             "broken.py": "def oops(:\n"},
     "other": {"solo.py": "VALUE = 'solo'\n"},
+    # Alone in namespace packages: nothing compiles them ahead, so the importer's request does,
+    # under the name CPython sees (below the mount), which a compile error or warning makes
+    # CPython read back.
+    "lone_error": {"broken.py": "return 1\n"},
+    "lone_warning": {"warns.py": "x = 1\nassert (x, 1)\n"},
 }
 IMPORTS = ("import pkg, pkg.m0, pkg.m1, pkg.m2, pkg.m3, pkg.m4, pkg.m5, solo\n"
            "print(pkg.m5.f() + len(solo.VALUE))\n")
@@ -251,9 +256,13 @@ class IsolationTest(harness.MountTestCase):
                 self.assertPythonOk(proc, "imports through the mount (daemon alive: %s)\n%s"
                                     % (harness.pid_alive(m.pid), m.log_tail()))
                 self.assertEqual(proc.stdout.strip(), "14")
-            proc = harness.run_python(py, "import pkg.broken", args=["-B"],
+            for module in ("pkg.broken", "lone_error.broken"):
+                proc = harness.run_python(py, "import " + module, args=["-B"],
+                                          sys_path=[m.mountpoint])
+                self.assertIn("SyntaxError", proc.stderr)
+            proc = harness.run_python(py, "import lone_warning.warns", args=["-B"],
                                       sys_path=[m.mountpoint])
-            self.assertIn("SyntaxError", proc.stderr)
+            self.assertPythonOk(proc, "a module with a compile-time warning")
         subprocess.run(["ls", "-lR", m.mountpoint], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=30, env=harness.clean_env())
         return m.stats()

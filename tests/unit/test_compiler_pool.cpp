@@ -14,6 +14,7 @@
 #include <functional>
 #include <sched.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
@@ -130,6 +131,31 @@ TEST(CompilerPoolEveryInterpreter, MatchesTheInterpretersOwnCompile) {
                         std::to_string(r.error_line) + "\n";
         }
         EXPECT_EQ(run_python(it.path, k_check_script, {dir.path.string()}), expected);
+        EXPECT_EQ(pool.stats().worker_starts, 1U);
+    }
+}
+
+// CPython reads a line back by file name for a SyntaxError and for a compile-time warning, and
+// that name is under the daemon's own mount: a worker must never open it. A FIFO as the name
+// makes any open hang (no writer), so a worker that tries times out instead of answering.
+TEST(CompilerPoolEveryInterpreter, NeverOpensTheFileItCompilesFor) {
+    const std::pair<std::string, Status> sources[] = {
+        {"def oops(:\n", Status::CompileError},                    // parser error (3.9+)
+        {"return 1\n", Status::CompileError},                      // compiler error (3.6+)
+        {"def f():\n    nonlocal x\n", Status::CompileError},      // symtable error
+        {"x = 1\nassert (x, 1)\nif x is 'a': pass\n", Status::Ok}, // SyntaxWarnings
+        {"y = '\\d'\n", Status::Ok}};                              // invalid escape warning
+    for (const auto& it : discovered().interpreters) {
+        SCOPED_TRACE(it.path);
+        TempDir dir;
+        const auto fifo = dir.path / "mod.py";
+        ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+        py::CompilerPool pool(it, py::PoolOptions{1, std::chrono::seconds(5)});
+        for (const auto& [source, want] : sources) {
+            SCOPED_TRACE(source);
+            auto r = pool.compile(ContentHash::of(source), request(source, fifo.string()));
+            EXPECT_EQ(r.status, want) << r.error_type << ": " << r.error_message;
+        }
         EXPECT_EQ(pool.stats().worker_starts, 1U);
     }
 }
