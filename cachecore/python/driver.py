@@ -34,7 +34,7 @@ def compile_one(body):
     # compile() decodes bytes like importlib does (coding cookie, BOM): never decode here.
     source = body[5 + name_len:]
     try:
-        code = compile(source, filename, 'exec', dont_inherit=True, optimize=optimize)
+        code = compile_named(source, filename, optimize)
         return b'\x00' + marshal.dumps(code)
     except Exception as exc:
         message = getattr(exc, 'msg', None) if isinstance(exc, SyntaxError) else None
@@ -48,30 +48,37 @@ def compile_one(body):
                 kind + text(message))
 
 
-def open_nothing_from_here_on():
-    # compile() reads a source line back by file name to decorate a SyntaxError (3.6+: compiler
-    # errors, 3.9+: parser errors too), and that name is often under the daemon's own mount: a
-    # worker reading through it would wait on the daemon that waits on the worker. With no
-    # descriptor left to take, open() fails (EMFILE) before the kernel walks the path, and
-    # CPython goes on without the line. (-W ignore keeps warnings from reading lines too.)
-    try:
-        import resource
-    except ImportError:
-        if hasattr(sys, 'addaudithook'):
-            sys.addaudithook(deny_open)
-        return
-    resource.setrlimit(resource.RLIMIT_NOFILE, (0, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+# compile() reads a source line back by file name to decorate a SyntaxError (3.6+: compiler
+# errors, 3.9+: parser errors too), and that name is usually under the daemon's own mount: a
+# worker reading through it would wait on the daemon that waits on the worker. 3.8+: an audit
+# hook refuses that one open (other opens stay: a coding cookie imports its codec), and CPython
+# goes on without the line. 3.6/3.7 have no audit hooks: a first compile under a name that
+# names no file finds any error; only a source that compiles is compiled again under its own
+# name. (-W ignore on the command line keeps warnings from reading lines back too.)
+refused = [None]
 
 
-def deny_open(event, args):
-    if event == 'open':
-        raise PermissionError('a compile worker opens no file')
+def refuse_reading_back(event, args):
+    if event == 'open' and refused[0] is not None and args and args[0] == refused[0]:
+        raise PermissionError('a compile worker does not read ' + refused[0])
+
+
+def compile_named(source, filename, optimize):
+    if hasattr(sys, 'addaudithook'):
+        refused[0] = filename
+        try:
+            return compile(source, filename, 'exec', dont_inherit=True, optimize=optimize)
+        finally:
+            refused[0] = None
+    compile(source, '<pycachefs: no file>', 'exec', dont_inherit=True, optimize=optimize)
+    return compile(source, filename, 'exec', dont_inherit=True, optimize=optimize)
 
 
 def main():
     stdin = sys.stdin.buffer
     stdout = sys.stdout.buffer
-    open_nothing_from_here_on()
+    if hasattr(sys, 'addaudithook'):
+        sys.addaudithook(refuse_reading_back)
     send(stdout, b'\x02pycachefs-driver 1')
     while True:
         head = read_exact(stdin, 4)
