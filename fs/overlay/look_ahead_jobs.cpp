@@ -23,6 +23,7 @@
 #include <string_view>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utility>
 
 namespace fs::overlay {
 namespace {
@@ -153,10 +154,11 @@ void OverlayFs::look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, 
     }
 }
 
-void OverlayFs::importer_is_walker(const Asker& asker) {
-    if (!m_look_ahead || asker.own) return;
+bool OverlayFs::importer_is_walker(const Asker& asker) {
+    if (!m_look_ahead || asker.own) return false;
     std::lock_guard lock(m_importers_mutex);
-    importer_slot(asker.pid).walker = true;
+    Importer& slot = importer_slot(asker.pid);
+    return !std::exchange(slot.walker, true);
 }
 
 OverlayFs::Importer& OverlayFs::importer_slot(pid_t pid) {

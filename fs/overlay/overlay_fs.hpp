@@ -167,7 +167,8 @@ private:
     void look_ahead_after_pyc(const Asker& asker, Inode& dir, int index, int optimize,
                               const std::string& module, bool walk_imports);
     void look_ahead_after_listing(const Asker& asker, Inode& dir);
-    void importer_is_walker(const Asker& asker);
+    // True when this made the asker a walker (its first __pycache__ listing).
+    bool importer_is_walker(const Asker& asker);
     void post_look_ahead(const Asker& asker, Inode& dir, int index, int optimize,
                          const std::string& served);
     // A walker's look-ahead: the listings of `dir`'s subdirectories.

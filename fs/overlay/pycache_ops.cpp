@@ -399,9 +399,21 @@ void OverlayFs::readdir_pycache(fuse_req_t req, Inode& pycache, size_t size, off
         used += n;
     }
     // Marked before the reply: the walker's next listing may reach another thread at once, and
-    // must find it marked (it gets listings ahead, see post_listings_ahead).
-    if (off == 0) importer_is_walker(asker_of(req));
+    // must find it marked (it gets listings ahead, see post_listings_ahead). Its first one also
+    // starts the listings of the whole directory it walks: the jobs its own listings start
+    // begin where it already is, and the next subdirectory of the walked one would come to
+    // each of them only once the walker got there.
+    Asker asker = asker_of(req);
+    const bool walk_starts = off == 0 && importer_is_walker(asker);
+    if (walk_starts) {
+        prepare_look_ahead(asker, dir, -1, 0);
+        m_table.pin(dir);
+    }
     fuse_reply_buf(req, buf.data(), used);
+    if (walk_starts) {
+        if (asker.pidfd) post_listings_ahead(asker, dir);
+        m_table.unpin(dir);
+    }
 }
 
 } // namespace fs::overlay

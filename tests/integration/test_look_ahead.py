@@ -622,6 +622,57 @@ class LookAheadTest(harness.MountTestCase):
                     self.assertGreaterEqual(listed, 2 * n)
                 m.close()
 
+    def test_a_walk_is_listed_ahead_from_its_first_pycache_listing(self):
+        """pkgutil.iter_modules lists a directory, then each entry that is a directory, the
+        __pycache__ first: that listing shows a walker, and from it the look-ahead lists the
+        whole walked directory, depth first, before the walker gets to any subdirectory (the
+        walker's own listings would each start a job only where it already is). The control,
+        --look-ahead off, sends two round trips per directory."""
+        n = 8
+        top = {"__init__.py": "", "m.py": "M = 1\n"}
+        top.update({"s%02d" % i: {"__init__.py": "", "x.py": "X = 1\n",
+                                  "sub": {"__init__.py": "", "y.py": "Y = 1\n"}}
+                    for i in range(n)})
+        walk = "\n".join([
+            "import os, sys",
+            "top = sys.argv[1]",
+            "os.listdir(top)",
+            "os.listdir(os.path.join(top, '__pycache__'))  # a walker from here on",
+            "print('ready', flush=True)",
+            "sys.stdin.readline()",
+            "for name in sorted(os.listdir(top)):",
+            "    if name != '__pycache__' and os.path.isdir(os.path.join(top, name)):",
+            "        os.listdir(os.path.join(top, name))",
+            "        os.listdir(os.path.join(top, name, 'sub'))",
+            "print('done', flush=True)"])
+        py = self.pythons[-1]
+        for mode in ("on", "off"):
+            with self.subTest(look_ahead=mode):
+                m = self.mount({"w": top}, args=["--look-ahead", mode])
+                proc = subprocess.Popen([py.path, "-c", walk, m.mnt("w")],
+                                        env=harness.clean_env(), cwd="/", stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        universal_newlines=True)
+                try:
+                    self.assertEqual(proc.stdout.readline().strip(), "ready")
+                    before = self.wait_idle(m) if mode == "on" else m.stats()
+                    out, err = proc.communicate("go\n", timeout=60)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.communicate()
+                self.assertEqual(proc.returncode, 0, err)
+                self.assertEqual(out.split()[-1], "done")
+                listed = own_listings(m.stats()) - own_listings(before)
+                harness.log("walk from its first __pycache__ listing, look-ahead %s: the walker "
+                            "sent %d listings for %d directories" % (mode, listed, 2 * n))
+                if mode == "on":
+                    # One may come back: this VM reclaims idle page cache (DAMON).
+                    self.assertLessEqual(listed, 2, "the walker listed the directories itself")
+                else:
+                    self.assertGreaterEqual(listed, 2 * 2 * n)
+                m.close()
+
     def test_unmount_is_never_busy(self):
         """Unmounting right after an import, and while the importer still runs with lookups
         pending for it, succeeds at the first `pycachefs unmount`."""
