@@ -18,6 +18,7 @@
 // a source imports is its content. Nothing is compiled here (a cold store is the business of
 // compile-ahead, import_prefetch.cpp).
 #include "cachecore/imports/import_scanner.hpp"
+#include "cachecore/imports/main_program.hpp"
 #include "cachecore/pyc/cache_name.hpp"
 #include "cachecore/util/open_beneath.hpp"
 #include "fs/overlay/background_queue.hpp"
@@ -27,7 +28,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +46,8 @@ constexpr std::size_t k_max_covered = 65536;
 // Larger sources are not scanned (generated tables, vendored bundles: their imports, if any,
 // are the importer's to ask for).
 constexpr off_t k_max_source_size = 8 << 20;
+// A main program's code or script read for its imports, at most.
+constexpr std::size_t k_max_main_size = 1 << 20;
 
 } // namespace
 
@@ -64,27 +69,78 @@ void OverlayFs::look_ahead_imports(const Asker& asker, Inode& dir, int index, in
     if (!rel || !shares_view(asker.pid)) return;
     cachecore::imports::ModuleFile from{*rel, module + ".py"};
     std::shared_ptr<ImportsAhead> seen;
+    bool first_walk = false;
     {
         std::lock_guard lock(m_importers_mutex);
         Importer& slot = importer_slot(asker.pid);
-        if (!slot.imports_ahead) slot.imports_ahead = std::make_shared<ImportsAhead>();
+        if (!slot.imports_ahead) {
+            slot.imports_ahead = std::make_shared<ImportsAhead>();
+            first_walk = true;
+        }
         seen = slot.imports_ahead;
     }
     // Walked already (as an import of a module before it): its stream is under way.
     if (!seen->cover(from.path())) return;
+    // The importer's first walk goes on with its __main__'s imports: a program that imports
+    // several packages would otherwise start each one's walk where it already is.
+    std::optional<MainProgramAhead> main;
+    if (first_walk) main = main_program_ahead(asker);
     cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
     LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
     const std::uint64_t stream = m_look_ahead->open_stream(who, std::move(pidfd));
     if (!stream) return;
-    bool posted = m_background->post([this, stream, who, seen, from, index, optimize] {
-        walk_ahead(stream, who.groups, who.uid, who.gid, *seen, from, index, optimize);
+    bool posted = m_background->post([this, stream, who, seen, from, main, index, optimize] {
+        walk_ahead(stream, who.groups, who.uid, who.gid, *seen, from, main, index, optimize);
     });
     if (!posted) m_look_ahead->extend(stream, {}, true);
 }
 
+std::optional<OverlayFs::MainProgramAhead> OverlayFs::main_program_ahead(const Asker& asker) {
+    using cachecore::imports::MainProgram;
+    // Any process may read another's command line; the pidfd, still open, shows that the
+    // thread id was not reused by the time it was read.
+    const std::string proc = "/proc/" + std::to_string(asker.pid);
+    std::string raw;
+    {
+        cachecore::util::UniqueFd fd(::open((proc + "/cmdline").c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) return std::nullopt;
+        char buf[4096];
+        for (ssize_t n;
+             raw.size() < k_max_main_size && (n = ::read(fd.get(), buf, sizeof buf)) > 0;)
+            raw.append(buf, std::size_t(n));
+    }
+    const MainProgram program =
+        cachecore::imports::main_program_of(cachecore::imports::split_cmdline(raw));
+    MainProgramAhead out;
+    if (program.kind == MainProgram::Kind::Code) {
+        out.code = program.text;
+    } else if (program.kind == MainProgram::Kind::Script) {
+        // Only a script under the mount: it is read (as the importer may) from the backing tree.
+        std::string path = program.text;
+        if (path.empty()) return std::nullopt;
+        if (path.front() != '/') {
+            char cwd[PATH_MAX];
+            ssize_t n = ::readlink((proc + "/cwd").c_str(), cwd, sizeof cwd - 1);
+            if (n <= 0) return std::nullopt;
+            path = std::string(cwd, std::size_t(n)) + "/" + path;
+        }
+        const std::string& mnt = m_config.mountpoint;
+        if (path.size() <= mnt.size() + 1 || path.compare(0, mnt.size(), mnt) != 0 ||
+            path[mnt.size()] != '/')
+            return std::nullopt;
+        out.script_path = path.substr(mnt.size() + 1);
+    } else {
+        return std::nullopt;
+    }
+    pollfd p{asker.pidfd->get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) != 0) return std::nullopt; // exited: the id may name another process
+    return out;
+}
+
 void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& groups, uid_t uid,
                            gid_t gid, ImportsAhead& seen,
-                           const cachecore::imports::ModuleFile& from, int index, int optimize) {
+                           const cachecore::imports::ModuleFile& from,
+                           const std::optional<MainProgramAhead>& main, int index, int optimize) {
     using cachecore::imports::ImportRef;
     using cachecore::imports::ModuleFile;
     const auto& interpreter = m_config.interpreters[std::size_t(index)];
@@ -148,7 +204,38 @@ void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& group
         std::vector<ModuleFile> children; // of refs[next_ref - 1]
         std::size_t next_child = 0;
     };
+    // __main__'s imports, absolute ones only (a relative import fails in __main__), below the
+    // first module's walk: `import a, b, c` walks a, then b and c. Code given with -c imports
+    // from where that first module was found; a script, from its own directory (sys.path[0]).
+    auto main_refs = [&](const std::string& source) {
+        std::vector<ImportRef> refs;
+        for (auto& ref : cachecore::imports::scan_imports(source)) {
+            if (ref.deferred || ref.level != 0 || interpreter.startup_modules.count(ref.module))
+                continue;
+            refs.push_back(std::move(ref));
+        }
+        return refs;
+    };
     std::vector<Frame> stack;
+    if (main && !main->code.empty()) {
+        stack.push_back({ModuleFile{from.dir, "__main__.py"}, main_refs(main->code), 0, {}, 0});
+    } else if (main && !main->script_path.empty()) {
+        const auto slash = main->script_path.rfind('/');
+        ModuleFile script = slash == std::string::npos
+                                ? ModuleFile{"", main->script_path}
+                                : ModuleFile{main->script_path.substr(0, slash),
+                                             main->script_path.substr(slash + 1)};
+        auto fd = cachecore::util::open_beneath(root_fd, main->script_path, O_RDONLY | O_NONBLOCK);
+        struct stat st;
+        std::string source;
+        if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) &&
+            may_read(uid, gid, st, in_group) && st.st_size <= off_t(k_max_main_size)) {
+            source.resize(std::size_t(st.st_size));
+            ssize_t n = ::pread(fd.get(), source.data(), source.size(), 0);
+            source.resize(n > 0 ? std::size_t(n) : 0);
+        }
+        stack.push_back({std::move(script), main_refs(source), 0, {}, 0});
+    }
     stack.push_back({from, imports_of(from), 0, {}, 0}); // its names: the importer has used them
     for (std::size_t walked = 0; !stack.empty() && walked < k_max_walked;) {
         Frame& top = stack.back();

@@ -183,9 +183,16 @@ private:
     struct ImportsAhead; // the modules an importer's walks have covered
     void look_ahead_imports(const Asker& asker, Inode& dir, int index, int optimize,
                             const std::string& module);
+    // The importer's __main__ (its command line's -c code, or its script when under the mount),
+    // whose imports are walked after the first module's: CPython asks for no pyc of it.
+    struct MainProgramAhead {
+        std::string code;        // -c
+        std::string script_path; // a script's path in the tree
+    };
+    std::optional<MainProgramAhead> main_program_ahead(const Asker& asker);
     void walk_ahead(std::uint64_t stream, const std::vector<gid_t>& groups, uid_t uid, gid_t gid,
-                    ImportsAhead& seen, const cachecore::imports::ModuleFile& from, int index,
-                    int optimize);
+                    ImportsAhead& seen, const cachecore::imports::ModuleFile& from,
+                    const std::optional<MainProgramAhead>& main, int index, int optimize);
 
     OverlayConfig m_config;
     std::function<nlohmann::json()> m_transport_stats;

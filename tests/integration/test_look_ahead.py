@@ -243,6 +243,49 @@ class LookAheadTest(harness.MountTestCase):
                                             py.pyc_name("mod")), pycs)
             m.close()
 
+    def test_walks_the_main_programs_imports(self):
+        """CPython asks for no pyc of __main__, so its imports are known only from its command
+        line: after the first module the importer asks for itself, the walk goes on with the
+        imports of the -c code, or of the script when it is under the mount. Packages imported
+        after a pause then send the daemon (almost) nothing. The control imports the same
+        packages through importlib.import_module, which no scan sees: it asks for them itself."""
+        deep = {"__init__.py": "", "a": {"__init__.py": "", "b": {
+            "__init__.py": "", "mod.py": "M = 1\n"}}}
+        tree = {"p%d" % i: dict(deep, **{"other%d.py" % j: "O = 1\n" for j in range(3)})
+                for i in range(4)}
+        later = ["p1.a.b.mod", "p2.a.b.mod", "p3.a.b.mod"]
+        visible = ("import sys\nimport p0.a.b.mod\nprint('ready', flush=True)\n"
+                   "sys.stdin.readline()\nimport p1.a.b.mod, p2.a.b.mod\n"
+                   "from p3.a.b import mod\nprint('done')\n")
+        hidden = ("import importlib, sys\nimport p0.a.b.mod\nprint('ready', flush=True)\n"
+                  "sys.stdin.readline()\nfor name in %r:\n    importlib.import_module(name)\n"
+                  "print('done')\n" % later)
+        tree["main.py"] = visible
+        store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
+        self.addCleanup(harness._rmtree, os.path.dirname(store))
+        py = self.pythons[-1]
+        with harness.Mount(tree, store=store) as warm:  # a warm store, then fresh mounts
+            self.assertPythonOk(harness.run_python(
+                py, "import " + ", ".join(["p0.a.b.mod"] + later), sys_path=[warm.mountpoint]))
+        for case in ("code", "script", "hidden"):
+            with self.subTest(main=case):
+                m = self.mount(tree, store=store)
+                argv = {"code": [py.path, "-c", visible],
+                        "script": [py.path, m.mnt("main.py")],
+                        "hidden": [py.path, "-c", hidden]}[case]
+                (settled, after), err = self.run_paused(m, argv, m.mountpoint, 1)
+                sent = own_lookups_and_links(after) - own_lookups_and_links(settled)
+                listed = own_listings(after) - own_listings(settled)
+                harness.log("__main__ as %s: the importer sent %d LOOKUP/READLINK and %d listings "
+                            "for 3 packages imported after a pause" % (case, sent, listed))
+                if case == "hidden":
+                    self.assertGreaterEqual(sent + listed, 3)
+                else:
+                    # One or two may come back: this VM reclaims idle dentries (DAMON).
+                    self.assertLessEqual(sent, 2, "the later imports sent LOOKUP/READLINK")
+                    self.assertLessEqual(listed, 1, "the later imports listed themselves")
+                m.close()
+
     def test_a_listing_reads_no_module_files_inode(self):
         """A directory listing (READDIRPLUS) gives attributes only for subdirectories when the
         look-ahead is on: CPython lists a sys.path entry and stats only what it imports, and
