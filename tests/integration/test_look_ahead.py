@@ -229,8 +229,9 @@ class LookAheadTest(harness.MountTestCase):
                     sent = own_lookups_and_links(after) - own_lookups_and_links(settled)
                     listed = own_listings(after) - own_listings(settled)
                     if mode == "on":
-                        # One or two may come back: this VM reclaims idle dentries (DAMON).
-                        self.assertLessEqual(sent, 2, "the rest of the chain sent LOOKUP/READLINK")
+                        # A few may come back: this VM reclaims idle dentries (DAMON); 3 were
+                        # seen once under ASan on a loaded machine. The control sends >= 25.
+                        self.assertLessEqual(sent, 4, "the rest of the chain sent LOOKUP/READLINK")
                         self.assertLessEqual(listed, 1, "the rest of the chain listed itself")
                     else:
                         # Each step: its subpackage's __init__ probes, pycs and a listing.
