@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <string_view>
 #include <sys/fsuid.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -174,6 +175,13 @@ bool LookAhead::post(Requester who, cachecore::util::UniqueFd pidfd, std::string
     return enqueue(who, std::move(pidfd), std::move(dir), std::move(names), false) != 0;
 }
 
+bool LookAhead::post_tree(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
+                          std::vector<std::string> names, std::size_t limit) {
+    if (names.empty() || limit == 0) return false;
+    if (names.size() > limit) names.resize(limit);
+    return enqueue(who, std::move(pidfd), std::move(dir), std::move(names), false, limit) != 0;
+}
+
 std::uint64_t LookAhead::open_stream(Requester& who, cachecore::util::UniqueFd pidfd) {
     return enqueue(who, std::move(pidfd), {}, {}, true);
 }
@@ -199,7 +207,8 @@ bool LookAhead::extend(std::uint64_t stream, std::vector<std::string> names, boo
 }
 
 std::uint64_t LookAhead::enqueue(Requester& who, cachecore::util::UniqueFd pidfd, std::string dir,
-                                 std::vector<std::string> names, bool stream) {
+                                 std::vector<std::string> names, bool stream,
+                                 std::size_t tree_limit) {
     if (!pidfd) return 0;
     {
         std::lock_guard lock(m_mutex);
@@ -229,6 +238,7 @@ std::uint64_t LookAhead::enqueue(Requester& who, cachecore::util::UniqueFd pidfd
     job->who = who;
     job->stream = stream;
     job->open = stream;
+    job->tree_limit = tree_limit;
     job->dir = dir.empty() ? std::string() : dir + "/";
     job->names = std::move(names);
     job->posted = std::chrono::steady_clock::now();
@@ -266,7 +276,8 @@ std::uint64_t LookAhead::enqueue(Requester& who, cachecore::util::UniqueFd pidfd
     return id;
 }
 
-bool LookAhead::look_up(const std::string& path, MountId& mount) {
+bool LookAhead::look_up(const std::string& path, MountId& mount,
+                        std::vector<std::string>* subdirs) {
     // The mount is held only for the moment of a lookup (a held descriptor would make every
     // unmount fail as busy). The walk stays beneath the mount point and on its mount: a symlink
     // in the tree that leads elsewhere (absolute, or `..` above the top) ends it, and so does a
@@ -293,7 +304,19 @@ bool LookAhead::look_up(const std::string& path, MountId& mount) {
         auto dir = open_here(root.get(), path.substr(0, path.size() - 1), O_RDONLY | O_DIRECTORY);
         if (!dir) return false;
         alignas(8) char buf[16384];
-        while (::syscall(SYS_getdents64, dir.get(), buf, sizeof buf) > 0) {
+        for (long n; (n = ::syscall(SYS_getdents64, dir.get(), buf, sizeof buf)) > 0;) {
+            if (!subdirs) continue;
+            // struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, then the name.
+            for (long at = 0; at + 19 < n;) {
+                std::uint16_t reclen;
+                std::memcpy(&reclen, buf + at + 16, sizeof reclen);
+                const std::string_view name(buf + at + 19);
+                if (reclen == 0) break;
+                if (static_cast<unsigned char>(buf[at + 18]) == DT_DIR && name != "." &&
+                    name != "..")
+                    subdirs->emplace_back(name);
+                at += reclen;
+            }
         }
         return true;
     }
@@ -350,7 +373,7 @@ std::shared_ptr<LookAhead::Job> LookAhead::pick() {
     for (auto it = m_jobs.begin(); it != m_jobs.end();) {
         Job& job = **it;
         const bool stale = now - job.posted > k_max_job_age;
-        if (stale || (!job.pending() && !job.open)) {
+        if (stale || (!job.pending() && !job.open && !job.in_flight)) {
             m_dropped += job.names.size() - job.next;
             it = m_jobs.erase(it);
         } else {
@@ -457,17 +480,33 @@ void LookAhead::look(Pidfds& pidfds) {
         if (m_stopping) break;
         const std::string path = job->dir + job->names[job->next++];
         ++m_active;
+        ++job->in_flight;
         lock.unlock();
         bool usable_now = !pidfds.exited(job->id) && identity.take(job->who, m_root);
         bool cached = false;
+        const bool expand = job->tree_limit && path.back() == '/';
+        std::vector<std::string> subdirs;
         if (usable_now) {
             ++m_lookups;
             const std::uint64_t before = m_own_requests ? m_own_requests->load() : 0;
-            if (look_up(path, mount)) ++m_found;
+            if (look_up(path, mount, expand ? &subdirs : nullptr)) ++m_found;
             cached = m_own_requests && m_own_requests->load() == before;
         }
         lock.lock();
         --m_active;
+        --job->in_flight;
+        if (!subdirs.empty() && job->names.size() < job->tree_limit) {
+            // Depth first: they go before whatever comes after this listing (another looker may
+            // have taken the next name meanwhile).
+            std::sort(subdirs.begin(), subdirs.end());
+            const std::string listed = path.substr(job->dir.size());
+            subdirs.resize(std::min(subdirs.size(), job->tree_limit - job->names.size()));
+            for (auto& sub : subdirs) sub = listed + sub + "/";
+            job->names.insert(job->names.begin() + std::ptrdiff_t(job->next),
+                              std::make_move_iterator(subdirs.begin()),
+                              std::make_move_iterator(subdirs.end()));
+            m_cv.notify_all();
+        }
         if (job->stream) {
             job->all_cached = cached ? job->all_cached + 1 : 0;
             if (job->all_cached >= k_max_all_cached) {

@@ -72,6 +72,12 @@ public:
     // stopped.
     bool post(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
               std::vector<std::string> names);
+    // As post(), for directories to list (names ending in '/') in a tree walker's order: each
+    // listing's subdirectories, sorted, go next (depth first), found by the listing itself, so
+    // the walk of the tree starts at once and reads nothing as the daemon; at most `limit`
+    // names in all.
+    bool post_tree(Requester who, cachecore::util::UniqueFd pidfd, std::string dir,
+                   std::vector<std::string> names, std::size_t limit);
     // An ordered job that grows while it runs: the names an import will touch, in the order it
     // will touch them, appended by extend() as the import graph is walked (paths relative to
     // the mount point). Streams go before the jobs of post(), the newest stream first: they
@@ -107,12 +113,14 @@ private:
         std::chrono::steady_clock::time_point posted; // or last extended
         bool stream = false;
         bool open = false;          // a stream still being extended
+        std::size_t tree_limit = 0; // post_tree(): listings add their subdirectories, up to this
+        std::size_t in_flight = 0;  // names taken and not looked up yet (a listing may add more)
         std::size_t all_cached = 0; // lookups in a row that caused no request
         bool pending() const { return next < names.size(); }
     };
     // Validates and queues; returns the job's id (0: refused).
     std::uint64_t enqueue(Requester& who, cachecore::util::UniqueFd pidfd, std::string dir,
-                          std::vector<std::string> names, bool stream);
+                          std::vector<std::string> names, bool stream, std::size_t tree_limit = 0);
     // The job to work on next, under m_mutex; drops finished and stale jobs on the way.
     std::shared_ptr<Job> pick();
     // Each thread has its own identity (fsuid, fsgid, groups are per thread).
@@ -139,7 +147,9 @@ private:
     void run();
     void look(Pidfds& pidfds); // one looker's loop
     static bool exited(int pidfd);
-    bool look_up(const std::string& path, MountId& mount);
+    // `subdirs`, when given, receives a listed directory's subdirectories.
+    bool look_up(const std::string& path, MountId& mount,
+                 std::vector<std::string>* subdirs = nullptr);
 
     std::string m_mountpoint;
     const std::atomic<std::uint64_t>* m_own_requests;

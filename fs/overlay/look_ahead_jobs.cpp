@@ -223,38 +223,18 @@ void OverlayFs::post_listings_ahead(const Asker& asker, Inode& dir) {
     if (!in_tree) return unmark_looked_ahead(dir, k_listings_index, 0);
     // In the walker's order, depth first: each subdirectory, then its whole subtree, then the
     // next one (pkgutil.iter_modules lists a subdirectory to see whether it is a package and
-    // descends into it before going on; os.walk and find go the same way). Measured with the
-    // order that listed a directory's subdirectories one after another first: the walker and
-    // the look-ahead listed the same directories at the same time. Below the first level only
-    // through directories anyone may list (the daemon reads them; what the walker may not
-    // list, its own listing would refuse anyway).
-    struct Level {
-        std::string rel; // relative to `dir`, "" for itself
-        std::vector<std::string> subdirs;
-        std::size_t next = 0;
-    };
+    // descends into it before going on; os.walk and find go the same way). The lookers find
+    // each level's subdirectories in their own listings, made as the walker (what it may not
+    // list, they may not either). The first names go out at once: the backing tree used to be
+    // walked in full before posting, while the walker went on.
     const bool hide = m_config.hide_real_pycache;
     std::vector<std::string> names;
-    std::vector<Level> stack;
-    stack.push_back({"", backing_subdirs(dir.fd.get(), "", false, hide), 0});
-    while (!stack.empty() && names.size() < k_max_listings_ahead) {
-        Level& top = stack.back();
-        if (top.next == top.subdirs.size()) {
-            stack.pop_back();
-            continue;
-        }
-        const std::string sub = top.subdirs[top.next++];
-        std::string rel = top.rel.empty() ? sub : top.rel + "/" + sub;
-        names.push_back(rel + "/");
-        if (sub == "__pycache__") continue;
-        auto subdirs = backing_subdirs(dir.fd.get(), rel, true, hide);
-        stack.push_back({std::move(rel), std::move(subdirs), 0}); // `top` is invalid from here
-    }
-    if (names.size() > k_max_listings_ahead) names.resize(k_max_listings_ahead);
+    for (auto& sub : backing_subdirs(dir.fd.get(), "", false, hide)) names.push_back(sub + "/");
     cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
     LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
-    if (names.empty() || !m_look_ahead->post(std::move(who), std::move(pidfd), std::move(*in_tree),
-                                             std::move(names)))
+    if (names.empty() || !m_look_ahead->post_tree(std::move(who), std::move(pidfd),
+                                                  std::move(*in_tree), std::move(names),
+                                                  k_max_listings_ahead))
         unmark_looked_ahead(dir, k_listings_index, 0);
 }
 
