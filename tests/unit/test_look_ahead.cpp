@@ -118,6 +118,29 @@ TEST_F(LookAheadTest, LooksUpNamesAndNeverLeavesTheMount) {
     EXPECT_EQ(s["dropped"], 0);
 }
 
+TEST_F(LookAheadTest, ATreeJobListsEverySubdirectoryItFindsUpToItsLimit) {
+    for (const char* d : {"w/a/x/deep", "w/a/y", "w/b/z", "w/c"})
+        stdfs::create_directories(root + "/" + d);
+    std::ofstream(root + "/w/a/m.py") << "";
+    stdfs::create_directory_symlink("/", root + "/w/b/out"); // not a directory entry: not entered
+    {
+        LookAhead ahead(root);
+        ASSERT_TRUE(ahead.post_tree(me(), LookAhead::open_requester(::getpid()), "w",
+                                    {"a/", "b/", "c/"}, 100));
+        auto s = wait_idle(ahead, 1);
+        // a, a/x, a/x/deep, a/y, b, b/z, c: found in the listings themselves.
+        EXPECT_EQ(s["lookups"], 7) << s.dump();
+        EXPECT_EQ(s["found"], 7) << s.dump();
+    }
+    {
+        LookAhead ahead(root);
+        ASSERT_TRUE(ahead.post_tree(me(), LookAhead::open_requester(::getpid()), "w",
+                                    {"a/", "b/", "c/"}, 5));
+        auto s = wait_idle(ahead, 1);
+        EXPECT_EQ(s["lookups"], 5) << s.dump();
+    }
+}
+
 TEST_F(LookAheadTest, ReadsFilesMarkedForReadingWithinTheMountOnly) {
     std::ofstream(root + "/pkg/_ext.so") << std::string(10000, 'x');
     std::ofstream(root + "/pkg/empty.so") << "";
