@@ -16,6 +16,7 @@ struct MainProgram {
     };
     Kind kind = Kind::None;
     std::string text;
+    int optimize = 0; // -O / -OO before the program (the pycs it asks for: opt-1, opt-2)
     bool operator==(const MainProgram&) const = default;
 };
 

@@ -112,6 +112,7 @@ std::optional<OverlayFs::MainProgramAhead> OverlayFs::main_program_ahead(const A
     const MainProgram program =
         cachecore::imports::main_program_of(cachecore::imports::split_cmdline(raw));
     MainProgramAhead out;
+    out.optimize = program.optimize;
     if (program.kind == MainProgram::Kind::Code) {
         out.code = program.text;
     } else if (program.kind == MainProgram::Kind::Script) {
@@ -135,6 +136,74 @@ std::optional<OverlayFs::MainProgramAhead> OverlayFs::main_program_ahead(const A
     pollfd p{asker.pidfd->get(), POLLIN, 0};
     if (::poll(&p, 1, 0) != 0) return std::nullopt; // exited: the id may name another process
     return out;
+}
+
+bool OverlayFs::may_walk_main_early(pid_t pid) {
+    if (!m_look_ahead || !m_config.look_ahead_imports || !m_background) return false;
+    std::lock_guard lock(m_importers_mutex);
+    for (const auto& slot : m_importers)
+        if (slot.pid == pid && slot.used)
+            return !slot.main_tried && !slot.imports_ahead && !slot.walker && slot.index < 0;
+    return true;
+}
+
+// The served interpreter a process runs: its binary, or one of its version (another build of
+// the same version asks for the same pycs).
+static int interpreter_of(pid_t pid, const std::vector<cachecore::python::Interpreter>& all) {
+    char exe[PATH_MAX];
+    ssize_t n = ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), exe, sizeof exe - 1);
+    if (n <= 0) return -1;
+    const std::string binary(exe, std::size_t(n));
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        char real[PATH_MAX];
+        if (::realpath(all[i].path.c_str(), real) && binary == real) return int(i);
+    }
+    const std::string base = binary.substr(binary.rfind('/') + 1);
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        const std::string name =
+            "python" + std::to_string(all[i].major) + "." + std::to_string(all[i].minor);
+        if (base == name) return int(i);
+    }
+    return -1;
+}
+
+void OverlayFs::walk_main_early(const Asker& asker, Inode& dir) {
+    // The first listing of a process that has asked for no pyc yet is usually CPython's
+    // FileFinder listing the first sys.path entry it searches, before its first import from
+    // it: the walk of __main__'s imports can start here, one module earlier than at the first
+    // pyc, which an importer of small modules (the stdlib mix) was seen to reach before the
+    // look-ahead got going. Resolved from the listed directory (a script's, from its own).
+    if (!asker.pidfd || !dir.dir) return;
+    {
+        std::lock_guard lock(m_importers_mutex);
+        Importer& slot = importer_slot(asker.pid);
+        if (slot.main_tried || slot.imports_ahead || slot.walker || slot.index >= 0) return;
+        slot.main_tried = true;
+    }
+    auto rel = path_in_tree(dir);
+    if (!rel || !shares_view(asker.pid)) return;
+    const int index = interpreter_of(asker.pid, m_config.interpreters);
+    if (index < 0) return;
+    auto main = main_program_ahead(asker);
+    if (!main) return;
+    std::shared_ptr<ImportsAhead> seen;
+    {
+        std::lock_guard lock(m_importers_mutex);
+        Importer& slot = importer_slot(asker.pid);
+        if (slot.imports_ahead) return; // its first pyc came meanwhile, and walks
+        slot.imports_ahead = std::make_shared<ImportsAhead>();
+        seen = slot.imports_ahead;
+    }
+    cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
+    LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
+    const std::uint64_t stream = m_look_ahead->open_stream(who, std::move(pidfd));
+    if (!stream) return;
+    const cachecore::imports::ModuleFile from{*rel, ""}; // no module: only __main__'s imports
+    const int optimize = main->optimize;
+    bool posted = m_background->post([this, stream, who, seen, from, main, index, optimize] {
+        walk_ahead(stream, who.groups, who.uid, who.gid, *seen, from, main, index, optimize);
+    });
+    if (!posted) m_look_ahead->extend(stream, {}, true);
 }
 
 void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& groups, uid_t uid,
@@ -236,7 +305,8 @@ void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& group
         }
         stack.push_back({std::move(script), main_refs(source), 0, {}, 0});
     }
-    stack.push_back({from, imports_of(from), 0, {}, 0}); // its names: the importer has used them
+    if (!from.file.empty()) // its names: the importer has used them
+        stack.push_back({from, imports_of(from), 0, {}, 0});
     for (std::size_t walked = 0; !stack.empty() && walked < k_max_walked;) {
         Frame& top = stack.back();
         if (top.next_child < top.children.size()) {

@@ -115,7 +115,7 @@ void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int opti
     if (walker) {
         index = k_listings_index;
         optimize = 0;
-    } else if (index < 0) {
+    } else if (index < 0 && (pyc || !may_walk_main_early(asker.pid))) {
         return;
     }
     // A pyc the importer had to ask for itself starts a walk of its imports (see
@@ -205,6 +205,7 @@ void OverlayFs::look_ahead_after_listing(const Asker& asker, Inode& dir) {
     }
     if (walker && asker.pidfd) post_listings_ahead(asker, dir);
     if (index >= 0 && asker.pidfd) post_look_ahead(asker, dir, index, optimize, {});
+    if (index < 0 && !walker && asker.pidfd) walk_main_early(asker, dir);
 }
 
 void OverlayFs::post_listings_ahead(const Asker& asker, Inode& dir) {
@@ -232,9 +233,9 @@ void OverlayFs::post_listings_ahead(const Asker& asker, Inode& dir) {
     for (auto& sub : backing_subdirs(dir.fd.get(), "", false, hide)) names.push_back(sub + "/");
     cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
     LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
-    if (names.empty() || !m_look_ahead->post_tree(std::move(who), std::move(pidfd),
-                                                  std::move(*in_tree), std::move(names),
-                                                  k_max_listings_ahead))
+    if (names.empty() ||
+        !m_look_ahead->post_tree(std::move(who), std::move(pidfd), std::move(*in_tree),
+                                 std::move(names), k_max_listings_ahead))
         unmark_looked_ahead(dir, k_listings_index, 0);
 }
 

@@ -188,7 +188,12 @@ private:
     struct MainProgramAhead {
         std::string code;        // -c
         std::string script_path; // a script's path in the tree
+        int optimize = 0;
     };
+    // A process's first listing (a sys.path entry, before its first pyc): its __main__'s
+    // imports are walked from there at once, as imports of the interpreter its binary is.
+    bool may_walk_main_early(pid_t pid);
+    void walk_main_early(const Asker& asker, Inode& dir);
     std::optional<MainProgramAhead> main_program_ahead(const Asker& asker);
     void walk_ahead(std::uint64_t stream, const std::vector<gid_t>& groups, uid_t uid, gid_t gid,
                     ImportsAhead& seen, const cachecore::imports::ModuleFile& from,
@@ -224,6 +229,7 @@ private:
         std::array<std::pair<dev_t, ino_t>, 4> listed{};
         std::size_t n_listed = 0;
         std::shared_ptr<ImportsAhead> imports_ahead;
+        bool main_tried = false; // its __main__'s imports walked from its first listing
     };
     std::mutex m_importers_mutex;
     std::array<Importer, 16> m_importers{};

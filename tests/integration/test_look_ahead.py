@@ -247,8 +247,9 @@ class LookAheadTest(harness.MountTestCase):
     def test_walks_the_main_programs_imports(self):
         """CPython asks for no pyc of __main__, so its imports are known only from its command
         line: after the first module the importer asks for itself, the walk goes on with the
-        imports of the -c code, or of the script when it is under the mount. Packages imported
-        after a pause then send the daemon (almost) nothing. The control imports the same
+        imports of the -c code, or of the script when it is under the mount; a process that has
+        only listed a sys.path entry so far gets that walk from there. Packages imported after a
+        pause then send the daemon (almost) nothing. The control imports the same
         packages through importlib.import_module, which no scan sees: it asks for them itself."""
         deep = {"__init__.py": "", "a": {"__init__.py": "", "b": {
             "__init__.py": "", "mod.py": "M = 1\n"}}}
@@ -261,6 +262,11 @@ class LookAheadTest(harness.MountTestCase):
         hidden = ("import importlib, sys\nimport p0.a.b.mod\nprint('ready', flush=True)\n"
                   "sys.stdin.readline()\nfor name in %r:\n    importlib.import_module(name)\n"
                   "print('done')\n" % later)
+        # Only a listing of the sys.path entry (as CPython's FileFinder makes before the first
+        # import from it) before the pause: the walk starts from there, before any pyc.
+        early = ("import os, sys\nos.listdir(sys.argv[1])\nprint('ready', flush=True)\n"
+                 "sys.stdin.readline()\nimport p0.a.b.mod, p1.a.b.mod, p2.a.b.mod\n"
+                 "from p3.a.b import mod\nprint('done')\n")
         tree["main.py"] = visible
         store = os.path.join(harness.tempfile.mkdtemp(prefix=harness.TEMP_PREFIX), "store")
         self.addCleanup(harness._rmtree, os.path.dirname(store))
@@ -268,17 +274,18 @@ class LookAheadTest(harness.MountTestCase):
         with harness.Mount(tree, store=store) as warm:  # a warm store, then fresh mounts
             self.assertPythonOk(harness.run_python(
                 py, "import " + ", ".join(["p0.a.b.mod"] + later), sys_path=[warm.mountpoint]))
-        for case in ("code", "script", "hidden"):
+        for case in ("code", "script", "early", "hidden"):
             with self.subTest(main=case):
                 m = self.mount(tree, store=store)
                 argv = {"code": [py.path, "-c", visible],
                         "script": [py.path, m.mnt("main.py")],
+                        "early": [py.path, "-c", early, m.mountpoint],
                         "hidden": [py.path, "-c", hidden]}[case]
                 (settled, after), err = self.run_paused(m, argv, m.mountpoint, 1)
                 sent = own_lookups_and_links(after) - own_lookups_and_links(settled)
                 listed = own_listings(after) - own_listings(settled)
                 harness.log("__main__ as %s: the importer sent %d LOOKUP/READLINK and %d listings "
-                            "for 3 packages imported after a pause" % (case, sent, listed))
+                            "for the packages imported after a pause" % (case, sent, listed))
                 if case == "hidden":
                     self.assertGreaterEqual(sent + listed, 3)
                 else:

@@ -45,6 +45,10 @@ TEST(MainProgram, ParsesLikeCPython) {
               (MainProgram{Kind::Script, "app/main.py"}));
     EXPECT_EQ(main_program_of({"python", "-m", "pkg.cli"}), (MainProgram{Kind::Module, "pkg.cli"}));
     EXPECT_EQ(main_program_of({"python3", "-Bmpkg.cli"}), (MainProgram{Kind::Module, "pkg.cli"}));
+    EXPECT_EQ(main_program_of({"python3", "-O", "-BOc", "x"}), (MainProgram{Kind::Code, "x", 2}));
+    EXPECT_EQ(main_program_of({"python3", "-OOO", "s.py", "-O"}),
+              (MainProgram{Kind::Script, "s.py", 2}));
+    EXPECT_EQ(main_program_of({"python3", "-O", "-m", "m"}), (MainProgram{Kind::Module, "m", 1}));
     // No program: the prompt, stdin, an unfinished option, another program altogether.
     EXPECT_EQ(main_program_of({"python3"}).kind, Kind::None);
     EXPECT_EQ(main_program_of({"python3", "-"}).kind, Kind::None);
