@@ -628,6 +628,24 @@ class LookAheadTest(harness.MountTestCase):
         self.assertLessEqual(la["requests"].get("lookup", 0), 2, la)
         self.assertGreater(la["requests"].get("readdirplus", 0), 0, la)
 
+    def walker_listings(self, m, py, walk, mode):
+        """Runs `walk` (code that says "ready", waits, walks m.mnt("w") and says "done"); the
+        listings it sent itself after "ready", once the look-ahead was idle."""
+        proc = subprocess.Popen([py.path, "-c", walk, m.mnt("w")], env=harness.clean_env(),
+                                cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True)
+        try:
+            self.assertEqual(proc.stdout.readline().strip(), "ready")
+            before = self.wait_idle(m) if mode == "on" else m.stats()
+            out, err = proc.communicate("go\n", timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertEqual(out.split()[-1], "done")
+        return own_listings(m.stats()) - own_listings(before)
+
     def test_a_walk_finds_its_next_listings_cached(self):
         """Once a walker has listed a directory, the look-ahead lists its subdirectories (two
         round trips each on a fresh mount, READDIRPLUS and READDIR for the end): the walker's
@@ -651,21 +669,7 @@ class LookAheadTest(harness.MountTestCase):
         for mode in ("on", "off"):
             with self.subTest(look_ahead=mode):
                 m = self.mount({"w": top}, args=["--look-ahead", mode])
-                proc = subprocess.Popen([py.path, "-c", walk, m.mnt("w")],
-                                        env=harness.clean_env(), cwd="/", stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        universal_newlines=True)
-                try:
-                    self.assertEqual(proc.stdout.readline().strip(), "ready")
-                    before = self.wait_idle(m) if mode == "on" else m.stats()
-                    out, err = proc.communicate("go\n", timeout=60)
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.communicate()
-                self.assertEqual(proc.returncode, 0, err)
-                self.assertEqual(out.split()[-1], "done")
-                listed = own_listings(m.stats()) - own_listings(before)
+                listed = self.walker_listings(m, py, walk, mode)
                 if mode == "on":
                     # One may come back: this VM reclaims idle page cache (DAMON).
                     self.assertLessEqual(listed, 2, "the walker listed the subdirectories itself")
@@ -700,21 +704,7 @@ class LookAheadTest(harness.MountTestCase):
         for mode in ("on", "off"):
             with self.subTest(look_ahead=mode):
                 m = self.mount({"w": top}, args=["--look-ahead", mode])
-                proc = subprocess.Popen([py.path, "-c", walk, m.mnt("w")],
-                                        env=harness.clean_env(), cwd="/", stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        universal_newlines=True)
-                try:
-                    self.assertEqual(proc.stdout.readline().strip(), "ready")
-                    before = self.wait_idle(m) if mode == "on" else m.stats()
-                    out, err = proc.communicate("go\n", timeout=60)
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.communicate()
-                self.assertEqual(proc.returncode, 0, err)
-                self.assertEqual(out.split()[-1], "done")
-                listed = own_listings(m.stats()) - own_listings(before)
+                listed = self.walker_listings(m, py, walk, mode)
                 harness.log("walk from its first __pycache__ listing, look-ahead %s: the walker "
                             "sent %d listings for %d directories" % (mode, listed, 2 * n))
                 if mode == "on":
