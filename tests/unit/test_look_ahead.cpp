@@ -310,7 +310,13 @@ TEST_F(LookAheadTest, OneLookerPerCpuEachKnownAsItsOwn) {
     }
     const std::size_t cpus = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
     EXPECT_EQ(lookers.size(), cpus);
-    for (pid_t tid : lookers) EXPECT_TRUE(ahead.is_own(tid)) << tid;
+    // A new thread has its creator's name from the start; it records its id as its first step
+    // (before any lookup), which may come a moment after it shows up in /proc.
+    for (pid_t tid : lookers) {
+        for (int i = 0; i < 500 && !ahead.is_own(tid); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        EXPECT_TRUE(ahead.is_own(tid)) << tid;
+    }
     EXPECT_FALSE(ahead.is_own(pid_t(::syscall(SYS_gettid))));
     EXPECT_FALSE(ahead.is_own(0));
     ahead.stop();
