@@ -85,6 +85,12 @@ void OverlayFs::look_ahead_imports(const Asker& asker, Inode& dir, int index, in
     // several packages would otherwise start each one's walk where it already is.
     std::optional<MainProgramAhead> main;
     if (first_walk) main = main_program_ahead(asker);
+    start_walk(asker, std::move(seen), from, std::move(main), index, optimize);
+}
+
+void OverlayFs::start_walk(const Asker& asker, std::shared_ptr<ImportsAhead> seen,
+                           const cachecore::imports::ModuleFile& from,
+                           std::optional<MainProgramAhead> main, int index, int optimize) {
     cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
     LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
     const std::uint64_t stream = m_look_ahead->open_stream(who, std::move(pidfd));
@@ -138,15 +144,6 @@ std::optional<OverlayFs::MainProgramAhead> OverlayFs::main_program_ahead(const A
     return out;
 }
 
-bool OverlayFs::may_walk_main_early(pid_t pid) {
-    if (!m_look_ahead || !m_config.look_ahead_imports || !m_background) return false;
-    std::lock_guard lock(m_importers_mutex);
-    for (const auto& slot : m_importers)
-        if (slot.pid == pid && slot.used)
-            return !slot.main_tried && !slot.imports_ahead && !slot.walker && slot.index < 0;
-    return true;
-}
-
 // The served interpreter a process runs: its binary, or one of its version (another build of
 // the same version asks for the same pycs).
 static int interpreter_of(pid_t pid, const std::vector<cachecore::python::Interpreter>& all) {
@@ -173,7 +170,8 @@ void OverlayFs::walk_main_early(const Asker& asker, Inode& dir) {
     // it: the walk of __main__'s imports can start here, one module earlier than at the first
     // pyc, which an importer of small modules (the stdlib mix) was seen to reach before the
     // look-ahead got going. Resolved from the listed directory (a script's, from its own).
-    if (!asker.pidfd || !dir.dir) return;
+    if (!m_look_ahead || !m_config.look_ahead_imports || !m_background || !asker.pidfd || !dir.dir)
+        return;
     {
         std::lock_guard lock(m_importers_mutex);
         Importer& slot = importer_slot(asker.pid);
@@ -194,16 +192,9 @@ void OverlayFs::walk_main_early(const Asker& asker, Inode& dir) {
         slot.imports_ahead = std::make_shared<ImportsAhead>();
         seen = slot.imports_ahead;
     }
-    cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
-    LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
-    const std::uint64_t stream = m_look_ahead->open_stream(who, std::move(pidfd));
-    if (!stream) return;
-    const cachecore::imports::ModuleFile from{*rel, ""}; // no module: only __main__'s imports
     const int optimize = main->optimize;
-    bool posted = m_background->post([this, stream, who, seen, from, main, index, optimize] {
-        walk_ahead(stream, who.groups, who.uid, who.gid, *seen, from, main, index, optimize);
-    });
-    if (!posted) m_look_ahead->extend(stream, {}, true);
+    // No module: only __main__'s imports, from the listed directory.
+    start_walk(asker, std::move(seen), {*rel, ""}, std::move(main), index, optimize);
 }
 
 void OverlayFs::walk_ahead(std::uint64_t stream, const std::vector<gid_t>& groups, uid_t uid,

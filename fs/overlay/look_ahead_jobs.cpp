@@ -8,7 +8,6 @@
 // lists a __pycache__) imports nothing: no module is looked up for it, but the directories it
 // will list next are listed ahead (post_listings_ahead).
 #include "cachecore/pyc/cache_name.hpp"
-#include "cachecore/util/open_beneath.hpp"
 #include "fs/overlay/look_ahead.hpp"
 #include "fs/overlay/overlay_fs.hpp"
 #include "fs/overlay/proc_path.hpp"
@@ -45,17 +44,14 @@ bool ends_with(const std::string& s, std::string_view suffix) {
            s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// The subdirectories of `rel` below `dirfd` in the backing tree, sorted (as pkgutil and most
+// The subdirectories of the directory `dirfd` in the backing tree, sorted (as pkgutil and most
 // walkers visit them), with "__pycache__" for the one the mount shows where a module is (and
-// never a real one when those are hidden). Symlinks are not followed. `public_only`: nothing
-// unless anyone may list the directory.
-std::vector<std::string> backing_subdirs(int dirfd, const std::string& rel, bool public_only,
-                                         bool hide_real_pycache) {
+// never a real one when those are hidden). Symlinks are not followed.
+std::vector<std::string> backing_subdirs(int dirfd, bool hide_real_pycache) {
     std::vector<std::string> out;
-    auto fd = cachecore::util::open_beneath(dirfd, rel, O_RDONLY | O_DIRECTORY); // "": dirfd
+    cachecore::util::UniqueFd fd(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     struct stat st;
     if (!fd || ::fstat(fd.get(), &st) != 0 || st.st_size > k_max_listed_size) return out;
-    if (public_only && (st.st_mode & 05) != 05) return out;
     std::unique_ptr<DIR, int (*)(DIR*)> d(::fdopendir(fd.get()), ::closedir);
     if (!d) return out;
     (void)fd.release(); // the DIR owns it now
@@ -99,11 +95,15 @@ void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int opti
     // names it. Only when a job is likely (a pidfd costs a system call).
     if (!m_look_ahead || asker.own || asker.pidfd) return;
     bool walker = false;
+    // A process not known yet, or known only by its listings: its first listing may start the
+    // walk of its __main__'s imports (walk_main_early).
+    bool main_early = m_config.look_ahead_imports && m_background;
     {
         std::lock_guard lock(m_importers_mutex);
         for (const auto& importer : m_importers) {
             if (importer.pid != asker.pid || !importer.used) continue;
             walker = importer.walker;
+            main_early = main_early && !importer.main_tried && !importer.imports_ahead;
             if (index < 0) {
                 index = importer.index;
                 optimize = importer.optimize;
@@ -115,7 +115,7 @@ void OverlayFs::prepare_look_ahead(Asker& asker, Inode& dir, int index, int opti
     if (walker) {
         index = k_listings_index;
         optimize = 0;
-    } else if (index < 0 && (pyc || !may_walk_main_early(asker.pid))) {
+    } else if (index < 0 && (pyc || !main_early)) {
         return;
     }
     // A pyc the importer had to ask for itself starts a walk of its imports (see
@@ -230,7 +230,7 @@ void OverlayFs::post_listings_ahead(const Asker& asker, Inode& dir) {
     // walked in full before posting, while the walker went on.
     const bool hide = m_config.hide_real_pycache;
     std::vector<std::string> names;
-    for (auto& sub : backing_subdirs(dir.fd.get(), "", false, hide)) names.push_back(sub + "/");
+    for (auto& sub : backing_subdirs(dir.fd.get(), hide)) names.push_back(sub + "/");
     cachecore::util::UniqueFd pidfd(::fcntl(asker.pidfd->get(), F_DUPFD_CLOEXEC, 0));
     LookAhead::Requester who{asker.pid, asker.uid, asker.gid, {}};
     if (names.empty() ||

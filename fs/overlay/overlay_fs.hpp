@@ -192,8 +192,12 @@ private:
     };
     // A process's first listing (a sys.path entry, before its first pyc): its __main__'s
     // imports are walked from there at once, as imports of the interpreter its binary is.
-    bool may_walk_main_early(pid_t pid);
     void walk_main_early(const Asker& asker, Inode& dir);
+    // Opens the importer's stream and walks from `from` (its file "": only __main__'s imports)
+    // on the background thread.
+    void start_walk(const Asker& asker, std::shared_ptr<ImportsAhead> seen,
+                    const cachecore::imports::ModuleFile& from,
+                    std::optional<MainProgramAhead> main, int index, int optimize);
     std::optional<MainProgramAhead> main_program_ahead(const Asker& asker);
     void walk_ahead(std::uint64_t stream, const std::vector<gid_t>& groups, uid_t uid, gid_t gid,
                     ImportsAhead& seen, const cachecore::imports::ModuleFile& from,
